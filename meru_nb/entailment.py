@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['exterior_angle', 'half_aperture', 'entailment_loss', 'plot_cone', 'cone_explorer']
 
-# %% ../nbs/03_entailment.ipynb #edfd077a
+# %% ../nbs/03_entailment.ipynb #f8d800ab
 import math
 
 import torch
@@ -14,7 +14,7 @@ from torch import Tensor
 from .lorentz import (_as_curv, _as_points, _broadcastable, _clamp_eps, _float32,
                              lorentz_to_poincare, plot_poincare_disk, poincare_to_lorentz, time_component)
 
-# %% ../nbs/03_entailment.ipynb #55e53e8d
+# %% ../nbs/03_entailment.ipynb #7efd17a7
 @_float32
 def exterior_angle(x: Tensor, y: Tensor, curv=1.0) -> Tensor:
     "Exterior angle at `x` of the triangle O-x-y, element by element for `x`, `y` (..., n); in [0, pi]."
@@ -28,7 +28,7 @@ def exterior_angle(x: Tensor, y: Tensor, curv=1.0) -> Tensor:
     denom = torch.linalg.vector_norm(x, dim=-1) * torch.sqrt(torch.clamp(c_xy**2 - 1, min=1e-8)) + 1e-8
     return torch.acos(torch.clamp(numer / denom, -1 + eps, 1 - eps))
 
-# %% ../nbs/03_entailment.ipynb #795fdc6c
+# %% ../nbs/03_entailment.ipynb #76591e02
 @_float32
 def half_aperture(x: Tensor, curv=1.0, min_radius: float = 0.1) -> Tensor:
     "Half-aperture of the entailment cone at points `x` (..., n): asin(2K / (sqrt(c) ||x||)), K = `min_radius`."
@@ -40,7 +40,7 @@ def half_aperture(x: Tensor, curv=1.0, min_radius: float = 0.1) -> Tensor:
     ratio = 2 * min_radius / (c**0.5 * torch.linalg.vector_norm(x, dim=-1) + 1e-8)
     return torch.asin(torch.clamp(ratio, -1 + eps, 1 - eps))
 
-# %% ../nbs/03_entailment.ipynb #d0b0acc3
+# %% ../nbs/03_entailment.ipynb #46daea9d
 def entailment_loss(x: Tensor, y: Tensor, curv=1.0, min_radius: float = 0.1, reduction: str = "mean") -> Tensor:
     "Entailment loss max(0, exterior_angle(x, y) - half_aperture(x)) for `x` entailing `y`; reduced by 'mean', 'sum' or 'none'."
     if reduction not in ("mean", "sum", "none"):
@@ -48,7 +48,7 @@ def entailment_loss(x: Tensor, y: Tensor, curv=1.0, min_radius: float = 0.1, red
     loss = torch.relu(exterior_angle(x, y, curv) - half_aperture(x, curv, min_radius))
     return loss if reduction == "none" else getattr(loss, reduction)()
 
-# %% ../nbs/03_entailment.ipynb #18210cf6
+# %% ../nbs/03_entailment.ipynb #857981d2
 def _polar(distance: float, angle_deg: float, curv: float) -> Tensor:
     "Space components (1, 2) of the point at `distance` from the origin in direction `angle_deg`."
     r = math.sinh(curv**0.5 * distance) / curv**0.5
@@ -64,7 +64,7 @@ def _disk_grid(curv: float, size: int):
     pts = poincare_to_lorentz(p[inside] / curv**0.5, curv)
     return (px, py), pts, inside
 
-# %% ../nbs/03_entailment.ipynb #92f66d86
+# %% ../nbs/03_entailment.ipynb #fc6ced2e
 def plot_cone(ax, x: Tensor, curv: float = 1.0, min_radius: float = 0.1, y: Tensor = None,
               size: int = 300, shade_loss: bool = True, color: str = "tab:green"):
     "Draw the entailment cone of a 2-d point `x` in the unit Poincaré disk, the loss field around it, and optionally `y`."
@@ -92,7 +92,7 @@ def plot_cone(ax, x: Tensor, curv: float = 1.0, min_radius: float = 0.1, y: Tens
                      fontsize=9)
     return ax
 
-# %% ../nbs/03_entailment.ipynb #a2eec5a5
+# %% ../nbs/03_entailment.ipynb #0fca2853
 def cone_explorer(curv: float = 1.0, min_radius: float = 0.1):
     "An ipywidgets control: sliders move the apex `x` and a point `y`; the figure shows the cone and the loss."
     try:

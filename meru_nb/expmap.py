@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['exp_map0', 'log_map0']
 
-# %% ../nbs/02_expmap.ipynb #8b9f9a63
+# %% ../nbs/02_expmap.ipynb #5405698f
 import math
 
 import torch
@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .lorentz import _as_curv, _as_points, _float32
 
-# %% ../nbs/02_expmap.ipynb #148ac346
+# %% ../nbs/02_expmap.ipynb #c2c2c426
 _SINH_CAP = math.asinh(2.0**15)  # largest sinh argument: caps sqrt(c) ||exp0(v)|| at 2^15
 _TAYLOR_R2 = 1e-8                # below r^2 = 1e-8 (r = 1e-4) the ratios use their Taylor series
 
@@ -29,7 +29,7 @@ def _asinh_ratio(r2: Tensor) -> Tensor:
     r = torch.where(small, torch.ones_like(r2), r2).sqrt()
     return torch.where(small, 1 - r2 / 6, torch.asinh(r) / r)
 
-# %% ../nbs/02_expmap.ipynb #1cc7204e
+# %% ../nbs/02_expmap.ipynb #1eb05a24
 @_float32
 def exp_map0(v: Tensor, curv=1.0) -> Tensor:
     "Exponential map at the origin: tangent vectors `v` (..., n) to hyperboloid points, sinh(sqrt(c)||v||) v / (sqrt(c)||v||)."
@@ -37,7 +37,7 @@ def exp_map0(v: Tensor, curv=1.0) -> Tensor:
     c = _as_curv(curv, v)
     return _sinh_ratio(c * v.pow(2).sum(-1, keepdim=True)) * v
 
-# %% ../nbs/02_expmap.ipynb #928b538f
+# %% ../nbs/02_expmap.ipynb #590ff556
 @_float32
 def log_map0(x: Tensor, curv=1.0) -> Tensor:
     "Logarithmic map at the origin: hyperboloid points `x` (..., n) to tangent vectors, asinh(sqrt(c)||x||) x / (sqrt(c)||x||)."

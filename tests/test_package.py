@@ -1,0 +1,73 @@
+"""The installed package: `pip install .` ships every module and needs only its runtime dependencies."""
+import subprocess
+import sys
+import zipfile
+from email.parser import Parser
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME = {"torch", "numpy", "matplotlib"}
+DEV_ONLY = ["geoopt", "hypothesis", "nbdev", "papermill", "pytest", "ipywidgets", "jupyter_book", "IPython"]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    "Build the project's wheel the way `pip install .` does (no network: the venv's setuptools)."
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--wheel-dir", str(out), str(ROOT)], check=True)
+    (path,) = out.glob("meru_nb-*.whl")
+    return path
+
+
+def test_wheel_ships_every_module(wheel):
+    "Every exported module in meru_nb/ is in the wheel; the notebooks and tests are not."
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = {f"meru_nb/{p.name}" for p in (ROOT / "meru_nb").glob("*.py")}
+    assert modules and modules <= names
+    assert not any(n.startswith(("nbs/", "tests/", "tools/")) for n in names)
+
+
+def test_wheel_requires_only_runtime_dependencies(wheel):
+    "Requires-Dist without an extra marker is exactly the runtime set; the dev tools sit behind extras."
+    meta = next(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".dist-info/METADATA"))
+    msg = Parser().parsestr(zipfile.ZipFile(wheel).read(meta).decode())
+    requires = msg.get_all("Requires-Dist") or []
+    plain = {r.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
+             for r in requires if "extra ==" not in r}
+    assert plain == RUNTIME
+    assert {"dev", "widgets"} <= set(msg.get_all("Provides-Extra"))
+
+
+def test_imports_without_dev_dependencies(tmp_path):
+    "Every module imports and computes with the dev-only packages made unimportable."
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text(
+        "import sys\n"
+        f"BLOCKED = {DEV_ONLY!r}\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED: raise ImportError(f'{name} is a dev-only dependency')\n"
+        "sys.meta_path.insert(0, Block())\n")
+    code = ("import importlib, pkgutil, torch, meru_nb\n"
+            "mods = [m.name for m in pkgutil.iter_modules(meru_nb.__path__) if not m.name.startswith('_')]\n"
+            "for m in mods: importlib.import_module(f'meru_nb.{m}')\n"
+            "from meru_nb.expmap import exp_map0\n"
+            "from meru_nb.lorentz import pairwise_dist\n"
+            "from meru_nb.entailment import entailment_loss\n"
+            "x, y = exp_map0(torch.randn(4, 8)), exp_map0(torch.randn(4, 8))\n"
+            "assert pairwise_dist(x, y).shape == (4, 4) and entailment_loss(x, y).isfinite()\n"
+            "print(sorted(mods))\n")
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    res = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "lorentz" in res.stdout
+
+
+def test_version_matches_metadata():
+    "The package's __version__ is what pyproject.toml publishes (setuptools reads it from __init__)."
+    import meru_nb
+    from importlib.metadata import version
+    assert meru_nb.__version__ == version("meru_nb")

@@ -1,0 +1,53 @@
+"""The book's staging step: nbdev's `#|` directives never reach Jupyter Book, and hidden cells stay hidden."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("stage_book", ROOT / "tools" / "stage_book.py")
+stage_book = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(stage_book)
+
+
+def code(source, tags=None):
+    return {"cell_type": "code", "metadata": {"tags": tags} if tags else {}, "source": source,
+            "outputs": [], "execution_count": None}
+
+
+@pytest.mark.parametrize("directive, tag", [("hide", "remove-cell"), ("include: false", "remove-cell"),
+                                            ("echo: false", "remove-input"), ("output: false", "remove-output"),
+                                            ("eval: false", "skip-execution")])
+def test_hiding_directives_become_tags(directive, tag):
+    "Each hiding directive maps to the Jupyter Book tag that hides the same thing, and its line is gone."
+    cell = stage_book.stage_cell(code(f"#| {directive}\nx = 1"))
+    assert cell["metadata"]["tags"] == [tag]
+    assert cell["source"] == "x = 1"
+
+
+def test_export_line_is_stripped_and_code_shown():
+    "An exported cell shows its code without the directive (the book reads the code)."
+    cell = stage_book.stage_cell(code(["#| export\n", "def f(): pass"], tags=["hide-input"]))
+    assert cell["source"] == "def f(): pass"
+    assert cell["metadata"]["tags"] == ["hide-input"]
+
+
+def test_directive_only_cell_is_dropped_and_markdown_untouched():
+    "A cell of directives alone (default_exp) is dropped; markdown and plain cells pass unchanged."
+    assert stage_book.stage_cell(code("#| default_exp lorentz\n")) is None
+    md = {"cell_type": "markdown", "metadata": {}, "source": "#| not a directive in markdown"}
+    assert stage_book.stage_cell(dict(md)) == md
+    assert stage_book.stage_cell(code("y = 2")) == code("y = 2")
+
+
+def test_staged_notebooks_have_no_directives(tmp_path):
+    "Staging the real book leaves no `#|` line in any code cell and keeps every chapter of the toc."
+    stage_book.main(tmp_path / "book")
+    notebooks = sorted((tmp_path / "book" / "nbs").glob("*.ipynb"))
+    assert {p.stem for p in notebooks} >= {p.stem for p in (ROOT / "nbs").glob("[0-9]*.ipynb")}
+    for nb in notebooks:
+        for cell in json.loads(nb.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                src = "".join(cell["source"])
+                assert not any(stage_book.DIRECTIVE.match(line) for line in src.splitlines()), (nb.name, src)
