@@ -5,50 +5,63 @@
 # %% auto #0
 __all__ = ['exterior_angle', 'half_aperture', 'entailment_loss', 'plot_cone', 'cone_explorer']
 
-# %% ../nbs/03_entailment.ipynb #f8d800ab
+# %% ../nbs/03_entailment.ipynb #9c863351
 import math
 
 import torch
 from torch import Tensor
 
 from .lorentz import (_as_curv, _as_points, _broadcastable, _clamp_eps, _float32,
-                             lorentz_to_poincare, plot_poincare_disk, poincare_to_lorentz, time_component)
+                             lorentz_to_poincare, plot_poincare_disk, poincare_to_lorentz)
 
-# %% ../nbs/03_entailment.ipynb #7efd17a7
+# %% ../nbs/03_entailment.ipynb #bc8cee15
+_TINY = 1e-18  # below this, a length counts as zero (its square still exists in float32)
+
+def _hypot1(z: Tensor) -> Tensor:
+    "sqrt(1 + z^2) without overflow."
+    return torch.hypot(torch.ones_like(z), z)
+
+# %% ../nbs/03_entailment.ipynb #864758cb
 @_float32
 def exterior_angle(x: Tensor, y: Tensor, curv=1.0) -> Tensor:
-    "Exterior angle at `x` of the triangle O-x-y, element by element for `x`, `y` (..., n); in [0, pi]."
+    "Exterior angle at `x` of the triangle O-x-y, element-wise for `x`, `y` (..., n); in [0, pi]."
     x, y = _as_points(x, "x"), _as_points(y, "y")
     _broadcastable(x, y)
     c = _as_curv(curv, x)
-    eps = _clamp_eps(x.dtype)
-    x_time, y_time = time_component(x, c), time_component(y, c)
-    c_xy = c * ((x * y).sum(-1) - x_time * y_time)       # c <x, y>_L <= -1
-    numer = y_time + c_xy * x_time
-    denom = torch.linalg.vector_norm(x, dim=-1) * torch.sqrt(torch.clamp(c_xy**2 - 1, min=1e-8)) + 1e-8
-    return torch.acos(torch.clamp(numer / denom, -1 + eps, 1 - eps))
+    x, y = c**0.5 * x, c**0.5 * y                         # unit curvature: angles are scale-free
+    r = torch.linalg.vector_norm(x, dim=-1)               # sinh a
+    has_dir = r > _TINY                                   # x = O has no direction
+    u = torch.where(has_dir[..., None], x / torch.where(has_dir, r, 1.0)[..., None], 0.0)
+    p = (y * u).sum(-1)                                   # y along x
+    q = torch.linalg.vector_norm(y - p[..., None] * u, dim=-1)  # y across x
+    cosh_a, y_time, rq = _hypot1(r), _hypot1(torch.linalg.vector_norm(y, dim=-1)), r * _hypot1(q)
+    ahead = p > 0
+    conjugate = (p - rq) * (p + rq) / torch.where(ahead, p * cosh_a + y_time * r, 1.0)
+    along = torch.where(ahead, conjugate, p * cosh_a - y_time * r)
+    same = q + along.abs() < _TINY                        # y = x
+    return torch.atan2(torch.where(same, 0.0, q), torch.where(same, 1.0, along))
 
-# %% ../nbs/03_entailment.ipynb #76591e02
+# %% ../nbs/03_entailment.ipynb #ab2473f5
 @_float32
 def half_aperture(x: Tensor, curv=1.0, min_radius: float = 0.1) -> Tensor:
-    "Half-aperture of the entailment cone at points `x` (..., n): asin(2K / (sqrt(c) ||x||)), K = `min_radius`."
+    "Half-aperture of the cone at `x` (..., n): asin(2K / (sqrt(c) ||x||)), with K = `min_radius`."
     x = _as_points(x, "x")
     c = _as_curv(curv, x)
-    if not (isinstance(min_radius, (int, float)) and 0 < min_radius < math.inf):
+    if isinstance(min_radius, bool) or not isinstance(min_radius, (int, float)) or not 0 < min_radius < math.inf:
         raise ValueError(f"`min_radius` must be a positive number, got {min_radius!r}")
     eps = _clamp_eps(x.dtype)
     ratio = 2 * min_radius / (c**0.5 * torch.linalg.vector_norm(x, dim=-1) + 1e-8)
     return torch.asin(torch.clamp(ratio, -1 + eps, 1 - eps))
 
-# %% ../nbs/03_entailment.ipynb #46daea9d
+# %% ../nbs/03_entailment.ipynb #3bfd5cda
 def entailment_loss(x: Tensor, y: Tensor, curv=1.0, min_radius: float = 0.1, reduction: str = "mean") -> Tensor:
-    "Entailment loss max(0, exterior_angle(x, y) - half_aperture(x)) for `x` entailing `y`; reduced by 'mean', 'sum' or 'none'."
+    "Loss for `x` entailing `y`: max(0, exterior_angle(x, y) - half_aperture(x)), reduced by `reduction`."
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"`reduction` must be 'mean', 'sum' or 'none', got {reduction!r}")
     loss = torch.relu(exterior_angle(x, y, curv) - half_aperture(x, curv, min_radius))
     return loss if reduction == "none" else getattr(loss, reduction)()
 
-# %% ../nbs/03_entailment.ipynb #857981d2
+# %% ../nbs/03_entailment.ipynb #49fc1099
 def _polar(distance: float, angle_deg: float, curv: float) -> Tensor:
     "Space components (1, 2) of the point at `distance` from the origin in direction `angle_deg`."
     r = math.sinh(curv**0.5 * distance) / curv**0.5
@@ -64,10 +77,10 @@ def _disk_grid(curv: float, size: int):
     pts = poincare_to_lorentz(p[inside] / curv**0.5, curv)
     return (px, py), pts, inside
 
-# %% ../nbs/03_entailment.ipynb #fc6ced2e
+# %% ../nbs/03_entailment.ipynb #b0e38b8b
 def plot_cone(ax, x: Tensor, curv: float = 1.0, min_radius: float = 0.1, y: Tensor = None,
               size: int = 300, shade_loss: bool = True, color: str = "tab:green"):
-    "Draw the entailment cone of a 2-d point `x` in the unit Poincaré disk, the loss field around it, and optionally `y`."
+    "Draw the cone of a 2-d point `x` in the unit Poincaré disk, the loss around it, and a point `y`."
     import matplotlib.pyplot as plt
     x = x.reshape(1, 2).float()
     (px, py), pts, inside = _disk_grid(curv, size)
@@ -76,9 +89,11 @@ def plot_cone(ax, x: Tensor, curv: float = 1.0, min_radius: float = 0.1, y: Tens
     loss = loss.reshape(size, size)
     plot_poincare_disk(ax, curv)
     if shade_loss:
-        ax.imshow(loss.numpy(), extent=(-1, 1, -1, 1), origin="lower", cmap="Greys", vmin=0, vmax=math.pi, alpha=0.6)
-    ax.contourf(px.numpy(), py.numpy(), (loss == 0).float().numpy(), levels=[0.5, 1.5], colors=[color], alpha=0.35)
-    ax.contour(px.numpy(), py.numpy(), (loss == 0).float().numpy(), levels=[0.5], colors=[color], linewidths=1)
+        ax.imshow(loss.numpy(), extent=(-1, 1, -1, 1), origin="lower", cmap="Greys",
+                  vmin=0, vmax=math.pi, alpha=0.6)
+    in_cone = (loss == 0).float().numpy()
+    ax.contourf(px.numpy(), py.numpy(), in_cone, levels=[0.5, 1.5], colors=[color], alpha=0.35)
+    ax.contour(px.numpy(), py.numpy(), in_cone, levels=[0.5], colors=[color], linewidths=1)
     k = math.tanh(math.asinh(2 * min_radius) / 2)  # unit-disk radius of sqrt(c)||x|| = 2K
     ax.add_patch(plt.Circle((0, 0), k, fill=False, color="0.3", lw=0.8, ls=":"))
     disk = lambda q: (curv**0.5 * lorentz_to_poincare(q.float(), curv)).reshape(-1).tolist()
@@ -88,13 +103,13 @@ def plot_cone(ax, x: Tensor, curv: float = 1.0, min_radius: float = 0.1, y: Tens
         y = y.reshape(1, 2).float()
         ax.scatter(*disk(y), color="tab:red", marker="*", s=120, edgecolor="black", zorder=5)
         ext, aper = exterior_angle(x, y, curv).item(), half_aperture(x, curv, min_radius).item()
-        ax.set_title(f"exterior angle {ext:.2f}, aperture {aper:.2f}\nloss = max(0, {ext:.2f} - {aper:.2f}) = {max(0.0, ext - aper):.2f}",
-                     fontsize=9)
+        ax.set_title(f"exterior angle {ext:.2f}, aperture {aper:.2f}\n"
+                     f"loss = max(0, {ext:.2f} - {aper:.2f}) = {max(0.0, ext - aper):.2f}", fontsize=9)
     return ax
 
-# %% ../nbs/03_entailment.ipynb #0fca2853
+# %% ../nbs/03_entailment.ipynb #0ce44b8d
 def cone_explorer(curv: float = 1.0, min_radius: float = 0.1):
-    "An ipywidgets control: sliders move the apex `x` and a point `y`; the figure shows the cone and the loss."
+    "An ipywidgets control: sliders move the apex `x` and a point `y`; the figure shows cone and loss."
     try:
         import ipywidgets as widgets
     except ImportError:
@@ -103,7 +118,8 @@ def cone_explorer(curv: float = 1.0, min_radius: float = 0.1):
 
     def show(x_distance, x_angle, y_distance, y_angle):
         fig, ax = plt.subplots(figsize=(5, 5))
-        plot_cone(ax, _polar(x_distance, x_angle, curv), curv, min_radius, y=_polar(y_distance, y_angle, curv), size=200)
+        x, y = _polar(x_distance, x_angle, curv), _polar(y_distance, y_angle, curv)
+        plot_cone(ax, x, curv, min_radius, y=y, size=200)
         plt.show()
 
     slider = lambda lo, hi, value, step, label: widgets.FloatSlider(

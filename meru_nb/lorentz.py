@@ -6,14 +6,14 @@
 __all__ = ['time_component', 'inner', 'pairwise_inner', 'dist', 'pairwise_dist', 'dist0', 'geodesic', 'lorentz_to_poincare',
            'poincare_to_lorentz', 'plot_poincare_disk']
 
-# %% ../nbs/01_lorentz.ipynb #fd136fd7
+# %% ../nbs/01_lorentz.ipynb #4ca74ccd
 import functools
 import math
 
 import torch
 from torch import Tensor
 
-# %% ../nbs/01_lorentz.ipynb #fb7955c9
+# %% ../nbs/01_lorentz.ipynb #34e4470f
 _HALF = (torch.float16, torch.bfloat16)
 
 def _as_points(x, name: str) -> Tensor:
@@ -26,7 +26,7 @@ def _as_points(x, name: str) -> Tensor:
         raise ValueError(f"`{name}` must have a feature axis, shape (..., n), got a 0-d tensor")
     return x.float() if x.dtype in _HALF else x
 
-# %% ../nbs/01_lorentz.ipynb #fc5d94c2
+# %% ../nbs/01_lorentz.ipynb #0e806893
 def _as_curv(curv, like: Tensor):
     "Check the curvature parameter c > 0 (the space has curvature -c); match the dtype of `like`."
     if isinstance(curv, Tensor):
@@ -34,8 +34,8 @@ def _as_curv(curv, like: Tensor):
             raise TypeError(f"`curv` must be a float or a floating-point tensor, got dtype {curv.dtype}")
         if curv.numel() != 1:
             raise ValueError(f"`curv` must be a scalar, got a tensor of shape {tuple(curv.shape)}")
-        if curv.device.type == "cpu" and not bool(curv.detach().reshape(()) > 0):
-            raise ValueError(f"`curv` must be positive (the space has curvature -curv), got {curv.item()}")
+        if curv.device.type == "cpu" and not (math.isfinite(v := curv.item()) and v > 0):
+            raise ValueError(f"`curv` must be positive and finite (the space has curvature -curv), got {v}")
         return curv.reshape(()).to(like.dtype)
     if isinstance(curv, bool) or not isinstance(curv, (int, float)):
         raise TypeError(f"`curv` must be a float or a scalar tensor, got {type(curv).__name__}")
@@ -43,7 +43,7 @@ def _as_curv(curv, like: Tensor):
         raise ValueError(f"`curv` must be positive and finite (the space has curvature -curv), got {curv}")
     return float(curv)
 
-# %% ../nbs/01_lorentz.ipynb #1069690c
+# %% ../nbs/01_lorentz.ipynb #1cf71fd5
 def _broadcastable(x: Tensor, y: Tensor):
     "Check that `x` and `y` share the feature dimension and that their batch shapes broadcast."
     try:
@@ -59,9 +59,9 @@ def _pairable(x: Tensor, y: Tensor):
         raise ValueError(f"pairwise functions take `x` of shape (B1, n) and `y` of shape (B2, n), "
                          f"got {tuple(x.shape)} and {tuple(y.shape)}")
 
-# %% ../nbs/01_lorentz.ipynb #ed7c2467
+# %% ../nbs/01_lorentz.ipynb #23a2f858
 def _float32(fn):
-    "Run `fn` with autocast off, so that the geometry computes in float32 even inside a bf16/fp16 autocast region."
+    "Run `fn` with autocast off: the geometry computes in float32 even under bf16/fp16 autocast."
     @functools.wraps(fn)
     def wrapper(x, *args, **kwargs):
         device = x.device.type if isinstance(x, Tensor) else "cpu"
@@ -71,52 +71,52 @@ def _float32(fn):
             return fn(x, *args, **kwargs)
     return wrapper
 
-# %% ../nbs/01_lorentz.ipynb #2a5d7770
+# %% ../nbs/01_lorentz.ipynb #96284ed0
 @_float32
 def time_component(x: Tensor, curv=1.0, keepdim: bool = False) -> Tensor:
-    "Time component of hyperboloid points given by their space components `x` (..., n): sqrt(1/c + ||x||^2)."
+    "Time component of the points with space components `x` (..., n): sqrt(1/c + ||x||^2)."
     x = _as_points(x, "x")
     c = _as_curv(curv, x)
     return torch.sqrt(1 / c + x.pow(2).sum(-1, keepdim=keepdim))
 
-# %% ../nbs/01_lorentz.ipynb #43ae4e37
+# %% ../nbs/01_lorentz.ipynb #76038a44
 @_float32
 def inner(x: Tensor, y: Tensor, curv=1.0) -> Tensor:
-    "Lorentzian inner product <x, y>_L of points `x`, `y` (..., n), element by element: <x, y> - x_time * y_time."
+    "Lorentzian inner product of `x` and `y` (..., n), element-wise: <x, y> - x_time * y_time."
     x, y = _as_points(x, "x"), _as_points(y, "y")
     _broadcastable(x, y)
     c = _as_curv(curv, x)
     return (x * y).sum(-1) - time_component(x, c) * time_component(y, c)
 
-# %% ../nbs/01_lorentz.ipynb #dccfc02e
+# %% ../nbs/01_lorentz.ipynb #806ba383
 def _lift(x: Tensor, c, sign: float = 1.0) -> Tensor:
     "Space components with the signed time component appended as a last column: [x, sign * x_time]."
     return torch.cat([x, sign * time_component(x, c, keepdim=True)], dim=-1)
 
-# %% ../nbs/01_lorentz.ipynb #6c169fbd
+# %% ../nbs/01_lorentz.ipynb #4d0e30a7
 @_float32
 def pairwise_inner(x: Tensor, y: Tensor, curv=1.0) -> Tensor:
-    "Lorentzian inner products of every row of `x` (B1, n) with every row of `y` (B2, n): a (B1, B2) matrix."
+    "Lorentzian inner products of every row of `x` (B1, n) with every row of `y` (B2, n): (B1, B2)."
     x, y = _as_points(x, "x"), _as_points(y, "y")
     _pairable(x, y)
     c = _as_curv(curv, x)
     return _lift(x, c) @ _lift(y, c, sign=-1.0).T
 
-# %% ../nbs/01_lorentz.ipynb #319fc46e
+# %% ../nbs/01_lorentz.ipynb #3cda48f6
 def _clamp_eps(dtype: torch.dtype) -> float:
-    "The reference's eps = 1e-8, raised to the dtype's resolution so that 1 + eps and 1 - eps differ from 1."
+    "The reference's eps = 1e-8, raised to the dtype's resolution so that 1 +- eps differs from 1."
     return max(1e-8, torch.finfo(dtype).eps)
 
-# %% ../nbs/01_lorentz.ipynb #3d093070
+# %% ../nbs/01_lorentz.ipynb #ff40deb8
 @_float32
 def dist(x: Tensor, y: Tensor, curv=1.0) -> Tensor:
-    "Geodesic distance between points `x` and `y` (..., n), element by element: acosh(-c <x, y>_L) / sqrt(c)."
+    "Geodesic distance between `x` and `y` (..., n), element-wise: acosh(-c <x, y>_L) / sqrt(c)."
     x, y = _as_points(x, "x"), _as_points(y, "y")
     c = _as_curv(curv, x)
     z = -c * inner(x, y, c)
     return torch.acosh(z.clamp_min(1 + _clamp_eps(z.dtype))) / c**0.5
 
-# %% ../nbs/01_lorentz.ipynb #99074405
+# %% ../nbs/01_lorentz.ipynb #69804b3b
 @_float32
 def pairwise_dist(x: Tensor, y: Tensor, curv=1.0) -> Tensor:
     "Geodesic distances between every row of `x` (B1, n) and every row of `y` (B2, n): a (B1, B2) matrix."
@@ -126,7 +126,7 @@ def pairwise_dist(x: Tensor, y: Tensor, curv=1.0) -> Tensor:
     z = (c * _lift(x, c)) @ _lift(-y, c).T  # [c x, c x_time] . [-y, y_time] = -c <x_i, y_j>_L
     return torch.acosh(z.clamp_min(1 + _clamp_eps(z.dtype))) / c**0.5
 
-# %% ../nbs/01_lorentz.ipynb #e6d35770
+# %% ../nbs/01_lorentz.ipynb #51545af6
 @_float32
 def dist0(x: Tensor, curv=1.0) -> Tensor:
     "Geodesic distance from the origin O to points `x` (..., n): asinh(sqrt(c) ||x||) / sqrt(c)."
@@ -134,7 +134,7 @@ def dist0(x: Tensor, curv=1.0) -> Tensor:
     c = _as_curv(curv, x)
     return torch.asinh(c**0.5 * torch.linalg.vector_norm(x, dim=-1)) / c**0.5
 
-# %% ../nbs/01_lorentz.ipynb #7c1ad9fa
+# %% ../nbs/01_lorentz.ipynb #4f489739
 @_float32
 def geodesic(x: Tensor, y: Tensor, t: Tensor, curv=1.0) -> Tensor:
     "Points a fraction `t` (T,) of the way along the geodesic from `x` to `y` (..., n): shape (T, ..., n)."
@@ -145,17 +145,17 @@ def geodesic(x: Tensor, y: Tensor, t: Tensor, curv=1.0) -> Tensor:
     theta = (c**0.5 * dist(x, y, c)).unsqueeze(-1)
     return (torch.sinh((1 - t) * theta) * x + torch.sinh(t * theta) * y) / torch.sinh(theta)
 
-# %% ../nbs/01_lorentz.ipynb #29b0e636
+# %% ../nbs/01_lorentz.ipynb #42bafa28
 @_float32
 def lorentz_to_poincare(x: Tensor, curv=1.0) -> Tensor:
-    "Map hyperboloid points `x` (..., n) into the Poincaré ball of radius 1/sqrt(c): x / (1 + sqrt(c) x_time)."
+    "Map points `x` (..., n) into the Poincaré ball of radius 1/sqrt(c): x / (1 + sqrt(c) x_time)."
     x = _as_points(x, "x")
     c = _as_curv(curv, x)
     return x / (1 + c**0.5 * time_component(x, c, keepdim=True))
 
 @_float32
 def poincare_to_lorentz(p: Tensor, curv=1.0) -> Tensor:
-    "Map points `p` (..., n) of the Poincaré ball of radius 1/sqrt(c) onto the hyperboloid: 2p / (1 - c ||p||^2)."
+    "Map points `p` (..., n) of the Poincaré ball onto the hyperboloid: 2p / (1 - c ||p||^2)."
     p = _as_points(p, "p")
     c = _as_curv(curv, p)
     scale = 1 - c * p.pow(2).sum(-1, keepdim=True)
@@ -163,7 +163,7 @@ def poincare_to_lorentz(p: Tensor, curv=1.0) -> Tensor:
         raise ValueError(f"points must lie inside the Poincaré ball of radius 1/sqrt(c) = {c**-0.5:.4g}")
     return 2 * p / scale
 
-# %% ../nbs/01_lorentz.ipynb #79039101
+# %% ../nbs/01_lorentz.ipynb #80d49035
 def plot_poincare_disk(ax=None, curv=1.0, rings=(1, 2, 3, 4), unit: bool = True):
     "Draw the Poincaré disk with rings at the given geodesic distances from the origin; returns the axes."
     import matplotlib.pyplot as plt
