@@ -5,29 +5,27 @@
 # %% auto #0
 __all__ = ['exterior_angle', 'half_aperture', 'entailment_loss', 'plot_cone', 'cone_explorer']
 
-# %% ../nbs/03_entailment.ipynb #9c863351
+# %% ../nbs/03_entailment.ipynb #f118d216
 import math
 
 import torch
 from torch import Tensor
 
-from .lorentz import (_as_curv, _as_points, _broadcastable, _clamp_eps, _float32,
+from .lorentz import (_clamp_eps, _float32, _pair_args, _point_args,
                              lorentz_to_poincare, plot_poincare_disk, poincare_to_lorentz)
 
-# %% ../nbs/03_entailment.ipynb #bc8cee15
+# %% ../nbs/03_entailment.ipynb #53a75a4d
 _TINY = 1e-18  # below this, a length counts as zero (its square still exists in float32)
 
 def _hypot1(z: Tensor) -> Tensor:
     "sqrt(1 + z^2) without overflow."
     return torch.hypot(torch.ones_like(z), z)
 
-# %% ../nbs/03_entailment.ipynb #864758cb
+# %% ../nbs/03_entailment.ipynb #cf635c56
 @_float32
 def exterior_angle(x: Tensor, y: Tensor, curv=1.0) -> Tensor:
     "Exterior angle at `x` of the triangle O-x-y, element-wise for `x`, `y` (..., n); in [0, pi]."
-    x, y = _as_points(x, "x"), _as_points(y, "y")
-    _broadcastable(x, y)
-    c = _as_curv(curv, x)
+    x, y, c = _pair_args(x, y, curv)
     x, y = c**0.5 * x, c**0.5 * y                         # unit curvature: angles are scale-free
     r = torch.linalg.vector_norm(x, dim=-1)               # sinh a
     has_dir = r > _TINY                                   # x = O has no direction
@@ -41,19 +39,18 @@ def exterior_angle(x: Tensor, y: Tensor, curv=1.0) -> Tensor:
     same = q + along.abs() < _TINY                        # y = x
     return torch.atan2(torch.where(same, 0.0, q), torch.where(same, 1.0, along))
 
-# %% ../nbs/03_entailment.ipynb #ab2473f5
+# %% ../nbs/03_entailment.ipynb #952f9a20
 @_float32
 def half_aperture(x: Tensor, curv=1.0, min_radius: float = 0.1) -> Tensor:
     "Half-aperture of the cone at `x` (..., n): asin(2K / (sqrt(c) ||x||)), with K = `min_radius`."
-    x = _as_points(x, "x")
-    c = _as_curv(curv, x)
+    x, c = _point_args(x, curv)
     if isinstance(min_radius, bool) or not isinstance(min_radius, (int, float)) or not 0 < min_radius < math.inf:
         raise ValueError(f"`min_radius` must be a positive number, got {min_radius!r}")
     eps = _clamp_eps(x.dtype)
     ratio = 2 * min_radius / (c**0.5 * torch.linalg.vector_norm(x, dim=-1) + 1e-8)
     return torch.asin(torch.clamp(ratio, -1 + eps, 1 - eps))
 
-# %% ../nbs/03_entailment.ipynb #3bfd5cda
+# %% ../nbs/03_entailment.ipynb #ce3187d1
 def entailment_loss(x: Tensor, y: Tensor, curv=1.0, min_radius: float = 0.1, reduction: str = "mean") -> Tensor:
     "Loss for `x` entailing `y`: max(0, exterior_angle(x, y) - half_aperture(x)), reduced by `reduction`."
     if reduction not in ("mean", "sum", "none"):
@@ -61,7 +58,7 @@ def entailment_loss(x: Tensor, y: Tensor, curv=1.0, min_radius: float = 0.1, red
     loss = torch.relu(exterior_angle(x, y, curv) - half_aperture(x, curv, min_radius))
     return loss if reduction == "none" else getattr(loss, reduction)()
 
-# %% ../nbs/03_entailment.ipynb #49fc1099
+# %% ../nbs/03_entailment.ipynb #7c946c88
 def _polar(distance: float, angle_deg: float, curv: float) -> Tensor:
     "Space components (1, 2) of the point at `distance` from the origin in direction `angle_deg`."
     r = math.sinh(curv**0.5 * distance) / curv**0.5
@@ -77,7 +74,7 @@ def _disk_grid(curv: float, size: int):
     pts = poincare_to_lorentz(p[inside] / curv**0.5, curv)
     return (px, py), pts, inside
 
-# %% ../nbs/03_entailment.ipynb #b0e38b8b
+# %% ../nbs/03_entailment.ipynb #a19cdcd5
 def plot_cone(ax, x: Tensor, curv: float = 1.0, min_radius: float = 0.1, y: Tensor = None,
               size: int = 300, shade_loss: bool = True, color: str = "tab:green"):
     "Draw the cone of a 2-d point `x` in the unit Poincaré disk, the loss around it, and a point `y`."
@@ -107,7 +104,7 @@ def plot_cone(ax, x: Tensor, curv: float = 1.0, min_radius: float = 0.1, y: Tens
                      f"loss = max(0, {ext:.2f} - {aper:.2f}) = {max(0.0, ext - aper):.2f}", fontsize=9)
     return ax
 
-# %% ../nbs/03_entailment.ipynb #0ce44b8d
+# %% ../nbs/03_entailment.ipynb #d263a8dd
 def cone_explorer(curv: float = 1.0, min_radius: float = 0.1):
     "An ipywidgets control: sliders move the apex `x` and a point `y`; the figure shows cone and loss."
     try:

@@ -5,15 +5,15 @@
 # %% auto #0
 __all__ = ['exp_map0', 'log_map0']
 
-# %% ../nbs/02_expmap.ipynb #95006878
+# %% ../nbs/02_expmap.ipynb #826c0371
 import math
 
 import torch
 from torch import Tensor
 
-from .lorentz import _as_curv, _as_points, _float32
+from .lorentz import _float32, _point_args
 
-# %% ../nbs/02_expmap.ipynb #71900ba8
+# %% ../nbs/02_expmap.ipynb #d797bdee
 _SINH_CAP = math.asinh(2.0**15)  # largest sinh argument: caps sqrt(c) ||exp0(v)|| at 2^15
 _TAYLOR_R2 = 1e-8                # below r^2 = 1e-8 (r = 1e-4) the ratios use their Taylor series
 
@@ -29,18 +29,16 @@ def _asinh_ratio(r2: Tensor) -> Tensor:
     r = torch.where(small, torch.ones_like(r2), r2).sqrt()
     return torch.where(small, 1 - r2 / 6, torch.asinh(r) / r)
 
-# %% ../nbs/02_expmap.ipynb #15b576b4
+# %% ../nbs/02_expmap.ipynb #ab8a6bd4
 @_float32
 def exp_map0(v: Tensor, curv=1.0) -> Tensor:
     "Exponential map at the origin of tangent vectors `v` (..., n): sinh(r) v / r, r = sqrt(c) ||v||."
-    v = _as_points(v, "v")
-    c = _as_curv(curv, v)
+    v, c = _point_args(v, curv, "v")
     return _sinh_ratio(c * v.pow(2).sum(-1, keepdim=True)) * v
 
-# %% ../nbs/02_expmap.ipynb #500e90c9
+# %% ../nbs/02_expmap.ipynb #9992dfe7
 @_float32
 def log_map0(x: Tensor, curv=1.0) -> Tensor:
     "Logarithmic map at the origin of points `x` (..., n): asinh(r) x / r, r = sqrt(c) ||x||."
-    x = _as_points(x, "x")
-    c = _as_curv(curv, x)
+    x, c = _point_args(x, curv)
     return _asinh_ratio(c * x.pow(2).sum(-1, keepdim=True)) * x

@@ -6,14 +6,14 @@
 __all__ = ['time_component', 'inner', 'pairwise_inner', 'dist', 'pairwise_dist', 'dist0', 'geodesic', 'lorentz_to_poincare',
            'poincare_to_lorentz', 'plot_poincare_disk']
 
-# %% ../nbs/01_lorentz.ipynb #4ca74ccd
+# %% ../nbs/01_lorentz.ipynb #c920cc38
 import functools
 import math
 
 import torch
 from torch import Tensor
 
-# %% ../nbs/01_lorentz.ipynb #34e4470f
+# %% ../nbs/01_lorentz.ipynb #37be2edf
 _HALF = (torch.float16, torch.bfloat16)
 
 def _as_points(x, name: str) -> Tensor:
@@ -26,7 +26,7 @@ def _as_points(x, name: str) -> Tensor:
         raise ValueError(f"`{name}` must have a feature axis, shape (..., n), got a 0-d tensor")
     return x.float() if x.dtype in _HALF else x
 
-# %% ../nbs/01_lorentz.ipynb #0e806893
+# %% ../nbs/01_lorentz.ipynb #70ac4897
 def _as_curv(curv, like: Tensor):
     "Check the curvature parameter c > 0 (the space has curvature -c); match the dtype of `like`."
     if isinstance(curv, Tensor):
@@ -43,7 +43,7 @@ def _as_curv(curv, like: Tensor):
         raise ValueError(f"`curv` must be positive and finite (the space has curvature -curv), got {curv}")
     return float(curv)
 
-# %% ../nbs/01_lorentz.ipynb #1cf71fd5
+# %% ../nbs/01_lorentz.ipynb #5d6050e5
 def _broadcastable(x: Tensor, y: Tensor):
     "Check that `x` and `y` share the feature dimension and that their batch shapes broadcast."
     try:
@@ -59,7 +59,19 @@ def _pairable(x: Tensor, y: Tensor):
         raise ValueError(f"pairwise functions take `x` of shape (B1, n) and `y` of shape (B2, n), "
                          f"got {tuple(x.shape)} and {tuple(y.shape)}")
 
-# %% ../nbs/01_lorentz.ipynb #23a2f858
+# %% ../nbs/01_lorentz.ipynb #430d32a7
+def _point_args(x, curv, name: str = "x"):
+    "Checked points and curvature: (x, c)."
+    x = _as_points(x, name)
+    return x, _as_curv(curv, x)
+
+def _pair_args(x, y, curv, pairwise: bool = False):
+    "Checked pair of point tensors (broadcastable, or (B1, n) and (B2, n) if `pairwise`) and curvature: (x, y, c)."
+    x, y = _as_points(x, "x"), _as_points(y, "y")
+    (_pairable if pairwise else _broadcastable)(x, y)
+    return x, y, _as_curv(curv, x)
+
+# %% ../nbs/01_lorentz.ipynb #589dcbfa
 def _float32(fn):
     "Run `fn` with autocast off: the geometry computes in float32 even under bf16/fp16 autocast."
     @functools.wraps(fn)
@@ -71,99 +83,86 @@ def _float32(fn):
             return fn(x, *args, **kwargs)
     return wrapper
 
-# %% ../nbs/01_lorentz.ipynb #96284ed0
+# %% ../nbs/01_lorentz.ipynb #73d8e126
 @_float32
 def time_component(x: Tensor, curv=1.0, keepdim: bool = False) -> Tensor:
     "Time component of the points with space components `x` (..., n): sqrt(1/c + ||x||^2)."
-    x = _as_points(x, "x")
-    c = _as_curv(curv, x)
+    x, c = _point_args(x, curv)
     return torch.sqrt(1 / c + x.pow(2).sum(-1, keepdim=keepdim))
 
-# %% ../nbs/01_lorentz.ipynb #76038a44
+# %% ../nbs/01_lorentz.ipynb #e309503e
 @_float32
 def inner(x: Tensor, y: Tensor, curv=1.0) -> Tensor:
     "Lorentzian inner product of `x` and `y` (..., n), element-wise: <x, y> - x_time * y_time."
-    x, y = _as_points(x, "x"), _as_points(y, "y")
-    _broadcastable(x, y)
-    c = _as_curv(curv, x)
+    x, y, c = _pair_args(x, y, curv)
     return (x * y).sum(-1) - time_component(x, c) * time_component(y, c)
 
-# %% ../nbs/01_lorentz.ipynb #806ba383
+# %% ../nbs/01_lorentz.ipynb #642ada02
 def _lift(x: Tensor, c, sign: float = 1.0) -> Tensor:
     "Space components with the signed time component appended as a last column: [x, sign * x_time]."
     return torch.cat([x, sign * time_component(x, c, keepdim=True)], dim=-1)
 
-# %% ../nbs/01_lorentz.ipynb #4d0e30a7
+# %% ../nbs/01_lorentz.ipynb #3c358d5c
 @_float32
 def pairwise_inner(x: Tensor, y: Tensor, curv=1.0) -> Tensor:
     "Lorentzian inner products of every row of `x` (B1, n) with every row of `y` (B2, n): (B1, B2)."
-    x, y = _as_points(x, "x"), _as_points(y, "y")
-    _pairable(x, y)
-    c = _as_curv(curv, x)
+    x, y, c = _pair_args(x, y, curv, pairwise=True)
     return _lift(x, c) @ _lift(y, c, sign=-1.0).T
 
-# %% ../nbs/01_lorentz.ipynb #3cda48f6
+# %% ../nbs/01_lorentz.ipynb #6b4bb06b
 def _clamp_eps(dtype: torch.dtype) -> float:
     "The reference's eps = 1e-8, raised to the dtype's resolution so that 1 +- eps differs from 1."
     return max(1e-8, torch.finfo(dtype).eps)
 
-# %% ../nbs/01_lorentz.ipynb #ff40deb8
+# %% ../nbs/01_lorentz.ipynb #b7419525
 @_float32
 def dist(x: Tensor, y: Tensor, curv=1.0) -> Tensor:
     "Geodesic distance between `x` and `y` (..., n), element-wise: acosh(-c <x, y>_L) / sqrt(c)."
-    x, y = _as_points(x, "x"), _as_points(y, "y")
-    c = _as_curv(curv, x)
+    x, y, c = _pair_args(x, y, curv)
     z = -c * inner(x, y, c)
     return torch.acosh(z.clamp_min(1 + _clamp_eps(z.dtype))) / c**0.5
 
-# %% ../nbs/01_lorentz.ipynb #69804b3b
+# %% ../nbs/01_lorentz.ipynb #387919ec
 @_float32
 def pairwise_dist(x: Tensor, y: Tensor, curv=1.0) -> Tensor:
     "Geodesic distances between every row of `x` (B1, n) and every row of `y` (B2, n): a (B1, B2) matrix."
-    x, y = _as_points(x, "x"), _as_points(y, "y")
-    _pairable(x, y)
-    c = _as_curv(curv, x)
+    x, y, c = _pair_args(x, y, curv, pairwise=True)
     z = (c * _lift(x, c)) @ _lift(-y, c).T  # [c x, c x_time] . [-y, y_time] = -c <x_i, y_j>_L
     return torch.acosh(z.clamp_min(1 + _clamp_eps(z.dtype))) / c**0.5
 
-# %% ../nbs/01_lorentz.ipynb #51545af6
+# %% ../nbs/01_lorentz.ipynb #e833083c
 @_float32
 def dist0(x: Tensor, curv=1.0) -> Tensor:
     "Geodesic distance from the origin O to points `x` (..., n): asinh(sqrt(c) ||x||) / sqrt(c)."
-    x = _as_points(x, "x")
-    c = _as_curv(curv, x)
+    x, c = _point_args(x, curv)
     return torch.asinh(c**0.5 * torch.linalg.vector_norm(x, dim=-1)) / c**0.5
 
-# %% ../nbs/01_lorentz.ipynb #4f489739
+# %% ../nbs/01_lorentz.ipynb #eeb2eec5
 @_float32
 def geodesic(x: Tensor, y: Tensor, t: Tensor, curv=1.0) -> Tensor:
     "Points a fraction `t` (T,) of the way along the geodesic from `x` to `y` (..., n): shape (T, ..., n)."
-    x, y = _as_points(x, "x"), _as_points(y, "y")
-    _broadcastable(x, y)
-    c = _as_curv(curv, x)
+    x, y, c = _pair_args(x, y, curv)
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1, *([1] * x.ndim))
     theta = (c**0.5 * dist(x, y, c)).unsqueeze(-1)
     return (torch.sinh((1 - t) * theta) * x + torch.sinh(t * theta) * y) / torch.sinh(theta)
 
-# %% ../nbs/01_lorentz.ipynb #42bafa28
+# %% ../nbs/01_lorentz.ipynb #14447849
 @_float32
 def lorentz_to_poincare(x: Tensor, curv=1.0) -> Tensor:
     "Map points `x` (..., n) into the Poincaré ball of radius 1/sqrt(c): x / (1 + sqrt(c) x_time)."
-    x = _as_points(x, "x")
-    c = _as_curv(curv, x)
+    x, c = _point_args(x, curv)
     return x / (1 + c**0.5 * time_component(x, c, keepdim=True))
 
 @_float32
 def poincare_to_lorentz(p: Tensor, curv=1.0) -> Tensor:
     "Map points `p` (..., n) of the Poincaré ball onto the hyperboloid: 2p / (1 - c ||p||^2)."
-    p = _as_points(p, "p")
-    c = _as_curv(curv, p)
+    p, c = _point_args(p, curv, "p")
     scale = 1 - c * p.pow(2).sum(-1, keepdim=True)
     if p.device.type == "cpu" and bool((scale <= 0).any()):
         raise ValueError(f"points must lie inside the Poincaré ball of radius 1/sqrt(c) = {c**-0.5:.4g}")
     return 2 * p / scale
 
-# %% ../nbs/01_lorentz.ipynb #80d49035
+# %% ../nbs/01_lorentz.ipynb #5acd2c3b
 def plot_poincare_disk(ax=None, curv=1.0, rings=(1, 2, 3, 4), unit: bool = True):
     "Draw the Poincaré disk with rings at the given geodesic distances from the origin; returns the axes."
     import matplotlib.pyplot as plt
