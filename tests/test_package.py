@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNTIME = {"torch", "numpy", "matplotlib"}
+RUNTIME = {"torch", "torchvision", "numpy", "matplotlib", "pillow", "tqdm", "safetensors", "timm",
+           "open_clip_torch", "webdataset", "wordsegment"}
 DEV_ONLY = ["geoopt", "hypothesis", "nbdev", "papermill", "pytest", "ipywidgets", "jupyter_book", "IPython"]
 
 
