@@ -186,9 +186,14 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'meru_nb.models._GatherWithGrad.forward': ('models.html#_gatherwithgrad.forward', 'meru_nb/models.py'),
                                 'meru_nb.models._distributed': ('models.html#_distributed', 'meru_nb/models.py'),
                                 'meru_nb.models._projection': ('models.html#_projection', 'meru_nb/models.py'),
+                                'meru_nb.models._tower_size': ('models.html#_tower_size', 'meru_nb/models.py'),
                                 'meru_nb.models.build_model': ('models.html#build_model', 'meru_nb/models.py'),
+                                'meru_nb.models.export_reference': ('models.html#export_reference', 'meru_nb/models.py'),
+                                'meru_nb.models.from_reference': ('models.html#from_reference', 'meru_nb/models.py'),
                                 'meru_nb.models.gather_features': ('models.html#gather_features', 'meru_nb/models.py'),
+                                'meru_nb.models.import_reference': ('models.html#import_reference', 'meru_nb/models.py'),
                                 'meru_nb.models.load': ('models.html#load', 'meru_nb/models.py'),
                                 'meru_nb.models.local_targets': ('models.html#local_targets', 'meru_nb/models.py'),
                                 'meru_nb.models.save': ('models.html#save', 'meru_nb/models.py'),
-                                'meru_nb.models.symmetric_cross_entropy': ('models.html#symmetric_cross_entropy', 'meru_nb/models.py')}}}
+                                'meru_nb.models.symmetric_cross_entropy': ('models.html#symmetric_cross_entropy', 'meru_nb/models.py'),
+                                'meru_nb.models.to_reference': ('models.html#to_reference', 'meru_nb/models.py')}}}

@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MODEL_KINDS', 'PixelTower', 'BagOfTokensTower', 'gather_features', 'local_targets',
-           'symmetric_cross_entropy', 'CLIPBaseline', 'MERU', 'build_model', 'save', 'load']
+           'symmetric_cross_entropy', 'CLIPBaseline', 'MERU', 'build_model', 'save', 'load', 'from_reference',
+           'to_reference', 'import_reference', 'export_reference']
 
-# %% ../nbs/05_models.ipynb #86fa83c4
+# %% ../nbs/05_models.ipynb #f68890a2
 import dataclasses
 import json
 import math
@@ -18,12 +19,13 @@ import torch.distributed as tdist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .encoders import TowerConfig, _load_strict, image_tower, text_tower, tower_config
+from .encoders import (REFERENCE_TEXT_KEYS, TOWER_SIZES, TowerConfig, _load_strict, image_tower,
+                              text_keys_from_reference, text_tower, tower_config)
 from .entailment import entailment_loss
 from .expmap import exp_map0
 from .lorentz import pairwise_dist
 
-# %% ../nbs/05_models.ipynb #23ea49cc
+# %% ../nbs/05_models.ipynb #bef0a284
 class PixelTower(nn.Module):
     "A stand-in image tower: flatten (B, 3, H, W) images and map them linearly to `width` features."
     def __init__(self, image_size: int = 8, width: int = 32):
@@ -45,7 +47,7 @@ class BagOfTokensTower(nn.Module):
         keep = torch.arange(tokens.shape[1], device=tokens.device) <= tokens.argmax(-1, keepdim=True)
         return (self.embed(tokens) * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)
 
-# %% ../nbs/05_models.ipynb #77daa955
+# %% ../nbs/05_models.ipynb #70566313
 def _distributed() -> bool:
     "True inside a process group of more than one process."
     return tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1
@@ -73,7 +75,7 @@ def local_targets(batch: int, device=None) -> Tensor:
     rank = tdist.get_rank() if _distributed() else 0
     return torch.arange(batch, device=device) + batch * rank
 
-# %% ../nbs/05_models.ipynb #5c74089f
+# %% ../nbs/05_models.ipynb #18961ba3
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def _projection(width: int, embed_dim: int) -> nn.Linear:
@@ -86,7 +88,7 @@ def symmetric_cross_entropy(logits_img: Tensor, logits_txt: Tensor, targets: Ten
     "0.5 * (CE(image -> text logits, targets) + CE(text -> image logits, targets)), in float32."
     return 0.5 * (F.cross_entropy(logits_img.float(), targets) + F.cross_entropy(logits_txt.float(), targets))
 
-# %% ../nbs/05_models.ipynb #16cd3426
+# %% ../nbs/05_models.ipynb #2fc31e08
 class CLIPBaseline(nn.Module):
     "CLIP on top of two towers: projections, a learnable temperature, the symmetric contrastive loss."
     def __init__(self, visual: nn.Module, textual: nn.Module, embed_dim: int = 512,
@@ -123,7 +125,7 @@ class CLIPBaseline(nn.Module):
                                        s * y_txt @ gather_features(x_img).T, targets)
         return {"loss": loss, "contrastive_loss": loss.detach(), "logit_scale": s.detach()}
 
-# %% ../nbs/05_models.ipynb #02741d14
+# %% ../nbs/05_models.ipynb #dcd07fa9
 class MERU(CLIPBaseline):
     "MERU: CLIP's skeleton with the hyperboloid, learnable curvature and alphas, and the entailment loss."
     def __init__(self, visual: nn.Module, textual: nn.Module, embed_dim: int = 512, curv_init: float = 1.0,
@@ -176,7 +178,7 @@ class MERU(CLIPBaseline):
                 "entailment_loss": entail.detach(), "logit_scale": s.detach(), "curv": c.detach(),
                 "visual_alpha": self.visual_alpha.detach().exp(), "textual_alpha": self.textual_alpha.detach().exp()}
 
-# %% ../nbs/05_models.ipynb #0d71bc35
+# %% ../nbs/05_models.ipynb #47f3cf5e
 MODEL_KINDS = {"meru": MERU, "clip": CLIPBaseline}
 _MERU_OPTIONS = ("curv_init", "entail_weight")
 
@@ -195,7 +197,7 @@ def build_model(kind: str = "meru", size="tiny", **options) -> CLIPBaseline:
     model.config = {"kind": kind, "towers": dataclasses.asdict(cfg), **own}
     return model
 
-# %% ../nbs/05_models.ipynb #82ae6f72
+# %% ../nbs/05_models.ipynb #fcd22dc3
 def save(model: CLIPBaseline, folder: str | os.PathLike) -> Path:
     "Write `model` to `folder` as model.safetensors and config.json; returns the folder."
     from safetensors.torch import save_file
@@ -222,3 +224,68 @@ def load(folder: str | os.PathLike, device="cpu") -> CLIPBaseline:
     model = build_model(config["kind"], TowerConfig(**config["towers"]), **options)
     _load_strict(model, load_file(str(folder / "model.safetensors")), f"the {config['kind']} model of its config.json", folder)
     return model.to(device)
+
+# %% ../nbs/05_models.ipynb #6e35b2e7
+def _tower_size(state: dict) -> str:
+    "The paper's size ('S', 'B' or 'L') whose image tower has this state dict's width and depth."
+    if "visual.cls_token" not in state:
+        raise ValueError("not a MERU/CLIP state dict: it has no 'visual.cls_token'")
+    width = state["visual.cls_token"].shape[-1]
+    depth = 1 + max((int(k.split(".")[2]) for k in state if k.startswith("visual.blocks.")), default=-1)
+    for name in ("S", "B", "L"):
+        if (TOWER_SIZES[name].image_width, TOWER_SIZES[name].image_depth) == (width, depth):
+            return name
+    raise ValueError(f"an image tower of width {width} and depth {depth} is none of the paper's sizes "
+                     f"(S: 384/12, B: 768/12, L: 1024/24): pass `size=` with its TowerConfig")
+
+def from_reference(state: dict) -> dict:
+    "Our names and shapes for a reference state dict: text keys renamed, `attn_mask` dropped, pixel stats (1, 3, 1, 1)."
+    text = {k.removeprefix("textual."): v for k, v in state.items() if k.startswith("textual.")}
+    out = {f"textual.{k}": v for k, v in text_keys_from_reference(text).items()}
+    for key, value in state.items():
+        if not key.startswith("textual."):
+            out[key] = value.reshape(1, 3, 1, 1) if key in ("pixel_mean", "pixel_std") else value
+    return out
+
+def to_reference(state: dict) -> dict:
+    "The reference's names for our state dict: text keys renamed back, the causal `attn_mask` added."
+    ours_to_ref = {v: k for k, v in REFERENCE_TEXT_KEYS.items()}
+    out = {}
+    for key, value in state.items():
+        if key.startswith("textual."):
+            name = key.removeprefix("textual.")
+            prefix = next(p for p in ours_to_ref if name.startswith(p))
+            key = "textual." + ours_to_ref[prefix] + name[len(prefix):]
+        out[key] = value
+    context = state["textual.positional_embedding"].shape[0]
+    out["textual.attn_mask"] = torch.ones(context, context, dtype=torch.bool).triu(1)  # True: may not attend
+    return out
+
+# %% ../nbs/05_models.ipynb #24319201
+def import_reference(path: str | os.PathLike, size=None) -> tuple:
+    "Load a reference checkpoint file into MERU or CLIPBaseline: (model, extras) with extras such as `root`."
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"reference checkpoint not found: {str(path)!r}")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    state = dict(checkpoint.get("model", checkpoint)) if isinstance(checkpoint, dict) else None
+    if not state or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{str(path)!r} holds no state dict of tensors under 'model'")
+    extras = {"root": state.pop("root")} if "root" in state else {}
+    extras.update({k: checkpoint[k] for k in ("root", "iteration") if k in checkpoint and k != "model"})
+    kind = "meru" if "curv" in state else "clip"
+    size = size or _tower_size(state)
+    model = build_model(kind, size)
+    _load_strict(model, from_reference(state), f"a {kind.upper()} model of size {size!r}", path)
+    return model, extras
+
+def export_reference(model: CLIPBaseline, path: str | os.PathLike, root: Tensor = None) -> Path:
+    "Write `model` as a reference checkpoint file ({'model': state dict in the reference's names})."
+    state = to_reference({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    if root is not None:
+        state["root"] = root.detach().cpu()
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"model": state}, tmp)
+    os.replace(tmp, path)
+    return path
