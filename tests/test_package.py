@@ -71,3 +71,13 @@ def test_version_matches_metadata():
     import meru_nb
     from importlib.metadata import version
     assert meru_nb.__version__ == version("meru_nb")
+
+
+def test_top_level_load_is_lazy():
+    "`meru_nb.load` is the models' load, and `import meru_nb` alone does not import timm or open_clip."
+    code = ("import sys, meru_nb\n"
+            "assert 'timm' not in sys.modules and 'open_clip' not in sys.modules, 'eager import'\n"
+            "from meru_nb import models\n"
+            "assert meru_nb.load is models.load and meru_nb.save is models.save\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
