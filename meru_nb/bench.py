@@ -8,7 +8,7 @@ __all__ = ['IMPLS', 'GRAD_NAMES', 'make_inputs', 'contrastive_plus_entailment', 
            'compare_outputs', 'timed_step', 'time_interleaved', 'run_fresh', 'hardware_info', 'software_info',
            'bench_geometry', 'save_results', 'results_table', 'plot_results', 'main']
 
-# %% ../nbs/12_bench.ipynb #03c1e987
+# %% ../nbs/12_bench.ipynb #ab52914a
 import argparse
 import importlib
 import json
@@ -33,14 +33,14 @@ from .entailment import entailment_loss
 from .expmap import exp_map0
 from .lorentz import pairwise_dist
 
-# %% ../nbs/12_bench.ipynb #58ea3aaa
+# %% ../nbs/12_bench.ipynb #2be46441
 def make_inputs(batch: int, dim: int = 512, curv: float = 1.0, dtype=torch.float32, device="cpu", seed: int = 0):
     "Seeded image and text points (exp_map0 of Gaussian features times dim^-0.5) and a learnable curvature: (x_img, y_txt, curv)."
     feats = torch.randn(2, batch, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     x_img, y_txt = (exp_map0(f * dim**-0.5, curv).to(device=device, dtype=dtype).requires_grad_() for f in feats)
     return x_img, y_txt, torch.tensor(curv, dtype=dtype, device=device, requires_grad=True)
 
-# %% ../nbs/12_bench.ipynb #8ef78329
+# %% ../nbs/12_bench.ipynb #c6d55066
 def contrastive_plus_entailment(pair_dist: Tensor, entail: Tensor, logit_scale: float = 1 / 0.07,
                                 entail_weight: float = 0.2) -> Tensor:
     "MERU's loss from the (B, B) distances and the mean entailment term: symmetric CE on -s*d, plus weight * entailment."
@@ -49,7 +49,7 @@ def contrastive_plus_entailment(pair_dist: Tensor, entail: Tensor, logit_scale: 
     contrastive = 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
     return contrastive + entail_weight * entail
 
-# %% ../nbs/12_bench.ipynb #8d517d74
+# %% ../nbs/12_bench.ipynb #61d404bd
 def meru_geometry_loss(x_img: Tensor, y_txt: Tensor, curv, logit_scale: float = 1 / 0.07,
                        entail_weight: float = 0.2, min_radius: float = 0.1) -> Tensor:
     "MERU's loss geometry from this book: `pairwise_dist` (one GEMM) and `entailment_loss` (text entails image)."
@@ -57,7 +57,7 @@ def meru_geometry_loss(x_img: Tensor, y_txt: Tensor, curv, logit_scale: float = 
     entail = entailment_loss(y_txt, x_img, curv, min_radius)
     return contrastive_plus_entailment(pair_dist, entail, logit_scale, entail_weight)
 
-# %% ../nbs/12_bench.ipynb #30cd9cbb
+# %% ../nbs/12_bench.ipynb #083c65ba
 def _geoopt_math():
     "geoopt's Lorentz math functions, imported on first use; quiet about geoopt's use of the deprecated torch.jit.script."
     with warnings.catch_warnings():
@@ -69,12 +69,12 @@ def _acos_eps(dtype: torch.dtype) -> float:
     "The clamp margin of MERU's arccos/arcsin: 1e-8, or the dtype's resolution if coarser."
     return max(1e-8, torch.finfo(dtype).eps)
 
-# %% ../nbs/12_bench.ipynb #a13ec18d
+# %% ../nbs/12_bench.ipynb #8d41ce1f
 def geoopt_lift(x: Tensor, k: Tensor) -> Tensor:
     "Full coordinates (time first) of space components `x` (..., n) on geoopt's hyperboloid <x, x>_L = -k: pad, then `project`."
     return _geoopt_math().project(F.pad(x, (1, 0)), k=k)
 
-# %% ../nbs/12_bench.ipynb #9d64fd10
+# %% ../nbs/12_bench.ipynb #0666ba95
 def geoopt_exterior_angle(x: Tensor, y: Tensor, k: Tensor) -> Tensor:
     "Exterior angle at `x` of the triangle O-x-y from geoopt's log maps: pi minus the Lorentz angle of log_x(O) and log_x(y)."
     lm = _geoopt_math()
@@ -83,14 +83,14 @@ def geoopt_exterior_angle(x: Tensor, y: Tensor, k: Tensor) -> Tensor:
     eps = _acos_eps(x.dtype)
     return math.pi - torch.acos(cos.clamp(-1 + eps, 1 - eps))
 
-# %% ../nbs/12_bench.ipynb #e2ae6696
+# %% ../nbs/12_bench.ipynb #09a9ba53
 def geoopt_half_aperture(x: Tensor, k: Tensor, min_radius: float = 0.1) -> Tensor:
     "Half-aperture asin(2K / sinh(sqrt(c) d(O, x))) of the cone at `x` (full coordinates), from geoopt's `dist0`; sqrt(c) = 1/sqrt(k)."
     ratio = 2 * min_radius / torch.sinh(_geoopt_math().dist0(x, k=k) / k.sqrt())
     eps = _acos_eps(x.dtype)
     return torch.asin(ratio.clamp(-1 + eps, 1 - eps))
 
-# %% ../nbs/12_bench.ipynb #65058729
+# %% ../nbs/12_bench.ipynb #eb7158cc
 def geoopt_geometry_loss(x_img: Tensor, y_txt: Tensor, curv, logit_scale: float = 1 / 0.07,
                          entail_weight: float = 0.2, min_radius: float = 0.1) -> Tensor:
     "The same loss built from geoopt's Lorentz functions: full coordinates, broadcast `dist` over (B, B, n+1), cone from log maps."
@@ -101,17 +101,17 @@ def geoopt_geometry_loss(x_img: Tensor, y_txt: Tensor, curv, logit_scale: float 
     entail = torch.relu(geoopt_exterior_angle(y, x, k) - geoopt_half_aperture(y, k, min_radius)).mean()
     return contrastive_plus_entailment(pair_dist, entail, logit_scale, entail_weight)
 
-# %% ../nbs/12_bench.ipynb #20072aed
+# %% ../nbs/12_bench.ipynb #f6759922
 IMPLS = {"ours": meru_geometry_loss, "geoopt": geoopt_geometry_loss}
 
-# %% ../nbs/12_bench.ipynb #8c4695b8
+# %% ../nbs/12_bench.ipynb #0fc244d5
 def forward_backward(loss_fn, x_img: Tensor, y_txt: Tensor, curv: Tensor):
     "One step of the geometry: the loss and its gradients w.r.t. `x_img`, `y_txt` and `curv`."
     loss = loss_fn(x_img, y_txt, curv)
     grads = torch.autograd.grad(loss, (x_img, y_txt, curv))
     return loss.detach(), grads
 
-# %% ../nbs/12_bench.ipynb #336516ec
+# %% ../nbs/12_bench.ipynb #032a9a50
 GRAD_NAMES = ("x_img", "y_txt", "curv")
 
 def compare_outputs(ours, theirs, rtol: float = 1e-5) -> dict:
@@ -124,13 +124,13 @@ def compare_outputs(ours, theirs, rtol: float = 1e-5) -> dict:
     return {"loss_ours": loss_a, "loss_geoopt": loss_b, "rel_loss_diff": rel_loss, "rel_grad_diff": rel_grads,
             "max_rel_grad_diff": max(rel_grads.values()), "rtol": rtol, "ok": finite and rel_loss <= rtol}
 
-# %% ../nbs/12_bench.ipynb #cdb6cf86
+# %% ../nbs/12_bench.ipynb #777c09fa
 def _sync(device):
     "Wait for the device to finish its queued work (CUDA only)."
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
-# %% ../nbs/12_bench.ipynb #fcbc8649
+# %% ../nbs/12_bench.ipynb #1479a6b4
 def timed_step(loss_fn, inputs, device="cpu"):
     "Wall-clock seconds of one `forward_backward` of `loss_fn` on `inputs`, device synchronised: (seconds, loss, grads)."
     _sync(device)
@@ -139,7 +139,7 @@ def timed_step(loss_fn, inputs, device="cpu"):
     _sync(device)
     return time.perf_counter() - start, loss, grads
 
-# %% ../nbs/12_bench.ipynb #d11a1363
+# %% ../nbs/12_bench.ipynb #de122ce8
 def time_interleaved(loss_fns: dict, inputs, repeats: int = 5, warmup: int = 2, device="cpu"):
     "Time several loss functions on the same inputs, interleaved A B A B ...: ({name: [seconds]}, {name: first (loss, grads)})."
     times, first = {name: [] for name in loss_fns}, {}
@@ -151,7 +151,7 @@ def time_interleaved(loss_fns: dict, inputs, repeats: int = 5, warmup: int = 2, 
                 times[name].append(seconds)
     return times, first
 
-# %% ../nbs/12_bench.ipynb #d24c47a1
+# %% ../nbs/12_bench.ipynb #f184c296
 def _rss_bytes(field: str = "VmRSS"):
     "A field of /proc/self/status in bytes (VmRSS: resident now, VmHWM: its high-water mark), or None off Linux."
     try:
@@ -178,7 +178,7 @@ def _maxrss_bytes() -> int:
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return maxrss if sys.platform == "darwin" else maxrss * 1024
 
-# %% ../nbs/12_bench.ipynb #6d80c029
+# %% ../nbs/12_bench.ipynb #5c4ca5e6
 _MEMORY_METHODS = {
     "cuda": "torch.cuda.max_memory_allocated after the steps minus memory_allocated before them",
     "vmhwm": "VmHWM after the steps minus VmRSS before them, the mark reset via /proc/self/clear_refs",
@@ -201,7 +201,7 @@ def _memory_peak(device, method: str) -> int:
         return torch.cuda.max_memory_allocated(device)
     return _rss_bytes("VmHWM") if method == "vmhwm" else _maxrss_bytes()
 
-# %% ../nbs/12_bench.ipynb #139904fd
+# %% ../nbs/12_bench.ipynb #c915ab84
 _PRIMER_BATCH = 64  # the primer step's batch: loads the code a step needs, allocates little
 
 def _run_steps(impl: str, batch: int, dim: int, dtype: str, device: str, seed: int, warmup: int,
@@ -220,7 +220,7 @@ def _run_steps(impl: str, batch: int, dim: int, dtype: str, device: str, seed: i
     return {"times_s": times, "peak_memory_bytes": _memory_peak(device, method) - baseline,
             "memory_steps": warmup + repeats, "memory_method": _MEMORY_METHODS[method]}
 
-# %% ../nbs/12_bench.ipynb #4fbc21cc
+# %% ../nbs/12_bench.ipynb #6ac4aaf0
 def run_fresh(impl: str, batch: int, dim: int = 512, dtype: str = "float32", device="cpu", seed: int = 0,
               warmup: int = 0, repeats: int = 1, threads: int = None, verbose: bool = False) -> dict:
     "Run `repeats` timed steps of IMPLS[impl] (after `warmup`) in a fresh spawned process: times and peak memory."
@@ -229,7 +229,7 @@ def run_fresh(impl: str, batch: int, dim: int = 512, dtype: str = "float32", dev
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(worker, impl, batch, dim, dtype, str(device), seed, warmup, repeats, threads, verbose).result()
 
-# %% ../nbs/12_bench.ipynb #41694446
+# %% ../nbs/12_bench.ipynb #c061b73c
 def _cpu_model() -> str:
     "The CPU's model name from /proc/cpuinfo, else what `platform` knows."
     try:
@@ -255,7 +255,7 @@ def _version(package: str):
     except PackageNotFoundError:
         return None
 
-# %% ../nbs/12_bench.ipynb #8d24ef08
+# %% ../nbs/12_bench.ipynb #20e3493c
 def _busy_cpu_seconds():
     "CPU seconds the whole machine has been busy since boot, from /proc/stat; None off Linux."
     try:
@@ -284,7 +284,7 @@ def _background_load(start):
         return None
     return max(0.0, (busy_now - busy - (_own_cpu_seconds() - own)) / (time.perf_counter() - wall))
 
-# %% ../nbs/12_bench.ipynb #8169f120
+# %% ../nbs/12_bench.ipynb #ecec7aba
 def hardware_info(device="cpu", threads: int = None) -> dict:
     "Where a benchmark ran: CPU model, cores, torch threads, memory, platform, load average, and the GPU for CUDA devices."
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -302,7 +302,7 @@ def software_info() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__, "geoopt": _version("geoopt"),
             "meru_nb": _version("meru_nb"), "mkl": torch.backends.mkl.is_available()}
 
-# %% ../nbs/12_bench.ipynb #4eabc979
+# %% ../nbs/12_bench.ipynb #65b1a7d0
 def _log(verbose: bool, message: str):
     "A progress line on stderr, for runs that take minutes."
     if verbose:
@@ -316,7 +316,7 @@ def _summary(times) -> dict:
     "Times of the timed steps, their median and minimum."
     return {"times_s": list(times), "median_s": statistics.median(times), "min_s": min(times)}
 
-# %% ../nbs/12_bench.ipynb #ac4cecff
+# %% ../nbs/12_bench.ipynb #1cf38050
 def _bench_compared(batch, dim, dtype, device, seed, repeats, warmup, threads, rtol, memory, verbose) -> dict:
     "Ours and geoopt at one size: interleaved times, the match check, the speedup, and peak memory from fresh processes."
     _log(verbose, f"B={batch}: ours vs geoopt, {warmup} warm-up + {repeats} timed rounds")
@@ -348,7 +348,7 @@ def _bench_solo(batch, dim, dtype, device, seed, repeats, warmup, threads, verbo
                   f"background load {_fmt_load(entry['background_load'])}")
     return entry
 
-# %% ../nbs/12_bench.ipynb #ffb66298
+# %% ../nbs/12_bench.ipynb #30486089
 def bench_geometry(compare_sizes=(256, 1024), solo_sizes=(4096, 16384), dim: int = 512, repeats: int = 5,
                    warmup: int = 2, dtype: str = "float32", device="cpu", threads: int = None, seed: int = 0,
                    rtol: float = 1e-5, memory: bool = True, goal=(1024, 5.0), verbose: bool = True) -> dict:
@@ -378,7 +378,7 @@ def bench_geometry(compare_sizes=(256, 1024), solo_sizes=(4096, 16384), dim: int
                      "met": goal_entry["speedup"] >= goal[1] if goal_entry else None},
             "results": results}
 
-# %% ../nbs/12_bench.ipynb #f25e8385
+# %% ../nbs/12_bench.ipynb #0158bf79
 def save_results(results: dict, path) -> Path:
     "Write benchmark results as JSON to `path`, creating its folder; returns the path."
     path = Path(path)
@@ -386,7 +386,7 @@ def save_results(results: dict, path) -> Path:
     path.write_text(json.dumps(results, indent=1) + "\n")
     return path
 
-# %% ../nbs/12_bench.ipynb #83865ee6
+# %% ../nbs/12_bench.ipynb #685c68c3
 def results_table(results: dict, html: bool = False) -> str:
     "A Markdown (or HTML) table of benchmark results: median step times, speedup, peak memory, match, background load."
     ms = lambda r: f"{r['median_s'] * 1e3:,.1f} ms" if r else "–"
@@ -407,7 +407,7 @@ def results_table(results: dict, html: bool = False) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + " ---: |" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
-# %% ../nbs/12_bench.ipynb #a263f47a
+# %% ../nbs/12_bench.ipynb #9c76a252
 def plot_results(results: dict, axes=None):
     "Median step time and peak memory against B, ours and geoopt, log-log; returns the two axes."
     import matplotlib.pyplot as plt
@@ -434,9 +434,9 @@ def plot_results(results: dict, axes=None):
         ax.legend()
     return axes
 
-# %% ../nbs/12_bench.ipynb #534745d5
+# %% ../nbs/12_bench.ipynb #4c121333
 def main(argv=None) -> int:
-    "Command line: `python -m meru_nb.bench geometry --out PATH [--sizes ...] [--repeats N] [--device cpu]`."
+    "Command line: `python -m meru_nb.bench {geometry,data} --out PATH [options]`."
     parser = argparse.ArgumentParser(prog="python -m meru_nb.bench", description="Benchmarks of meru_nb.")
     commands = parser.add_subparsers(dest="command", required=True)
     geo = commands.add_parser("geometry", help="forward + backward of MERU's loss geometry, ours vs geoopt")
@@ -451,7 +451,17 @@ def main(argv=None) -> int:
     geo.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     geo.add_argument("--no-memory", action="store_true", help="skip the peak memory runs of the compared sizes")
     geo.add_argument("--quiet", action="store_true", help="no progress lines")
+    data = commands.add_parser("data", help="samples/s of the built-in dataset and of JPEG shards, per loader worker count")
+    data.add_argument("--out", type=Path, required=True, help="where to write the JSON results")
+    data.add_argument("--samples", type=int, default=2000, help="samples per configuration")
+    data.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts")
+    data.add_argument("--batch", type=int, default=64, help="DataLoader batch size")
     args = parser.parse_args(argv)
+    if args.command == "data":
+        from .pipelines import loader_throughput       # the data chapter's benchmark (chapter 6a)
+        loader_throughput(n=args.samples, workers=tuple(args.workers), batch_size=args.batch, path=args.out)
+        print(f"wrote {args.out}")
+        return 0
     results = bench_geometry(compare_sizes=[b for b in args.sizes if b <= args.compare_up_to],
                              solo_sizes=[b for b in args.sizes if b > args.compare_up_to], dim=args.dim,
                              repeats=args.repeats, warmup=args.warmup, dtype=args.dtype, device=args.device,
@@ -460,6 +470,6 @@ def main(argv=None) -> int:
     print(f"wrote {save_results(results, args.out)}")
     return 0 if all(r["match"]["ok"] for r in results["results"] if "match" in r) else 1
 
-# %% ../nbs/12_bench.ipynb #9c33e752
+# %% ../nbs/12_bench.ipynb #9691ea9f
 if __name__ == "__main__" and "__file__" in globals():
     sys.exit(main())

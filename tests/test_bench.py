@@ -74,3 +74,12 @@ def test_cli_requires_out():
     "The command line refuses to run without a place for the results."
     with pytest.raises(SystemExit):
         bench.main(["geometry"])
+
+
+def test_cli_data_benchmark(tmp_path):
+    "`python -m meru_nb.bench data` writes the loader throughput JSON for a tiny run."
+    import json
+    from meru_nb.bench import main
+    assert main(["data", "--out", str(tmp_path / "data.json"), "--samples", "64", "--workers", "0", "--batch", "16"]) == 0
+    rows = json.loads((tmp_path / "data.json").read_text())
+    assert "jpeg" in json.dumps(rows) and "builtin 32px" in json.dumps(rows)
