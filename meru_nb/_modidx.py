@@ -194,6 +194,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'meru_nb.models.import_reference': ('models.html#import_reference', 'meru_nb/models.py'),
                                 'meru_nb.models.load': ('models.html#load', 'meru_nb/models.py'),
                                 'meru_nb.models.local_targets': ('models.html#local_targets', 'meru_nb/models.py'),
+                                'meru_nb.models.paired_logits': ('models.html#paired_logits', 'meru_nb/models.py'),
                                 'meru_nb.models.save': ('models.html#save', 'meru_nb/models.py'),
                                 'meru_nb.models.symmetric_cross_entropy': ('models.html#symmetric_cross_entropy', 'meru_nb/models.py'),
                                 'meru_nb.models.to_reference': ('models.html#to_reference', 'meru_nb/models.py')},

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MODEL_KINDS', 'PixelTower', 'BagOfTokensTower', 'gather_features', 'local_targets',
-           'symmetric_cross_entropy', 'CLIPBaseline', 'MERU', 'build_model', 'save', 'load', 'from_reference',
-           'to_reference', 'import_reference', 'export_reference']
+           'paired_logits', 'symmetric_cross_entropy', 'CLIPBaseline', 'MERU', 'build_model', 'save', 'load',
+           'from_reference', 'to_reference', 'import_reference', 'export_reference']
 
-# %% ../nbs/05_models.ipynb #5e426077
+# %% ../nbs/05_models.ipynb #e8708dc3
 import dataclasses
 import json
 import math
@@ -25,7 +25,7 @@ from .entailment import entailment_loss
 from .expmap import exp_map0
 from .lorentz import pairwise_dist
 
-# %% ../nbs/05_models.ipynb #ca503f2e
+# %% ../nbs/05_models.ipynb #6b22d6f2
 class PixelTower(nn.Module):
     "A stand-in image tower: flatten (B, 3, H, W) images and map them linearly to `width` features."
     def __init__(self, image_size: int = 8, width: int = 32):
@@ -47,7 +47,7 @@ class BagOfTokensTower(nn.Module):
         keep = torch.arange(tokens.shape[1], device=tokens.device) <= tokens.argmax(-1, keepdim=True)
         return (self.embed(tokens) * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)
 
-# %% ../nbs/05_models.ipynb #f46d993c
+# %% ../nbs/05_models.ipynb #f890634b
 def _distributed() -> bool:
     "True inside a process group of more than one process."
     return tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1
@@ -75,7 +75,14 @@ def local_targets(batch: int, device=None) -> Tensor:
     rank = tdist.get_rank() if _distributed() else 0
     return torch.arange(batch, device=device) + batch * rank
 
-# %% ../nbs/05_models.ipynb #e7e69c6f
+def paired_logits(score, x_img: Tensor, y_txt: Tensor) -> tuple:
+    "Image->text and text->image logits from `score(a, b)` -> (len(a), len(b)); one matrix and its transpose in one process."
+    if not _distributed():
+        logits = score(x_img, y_txt)
+        return logits, logits.T
+    return score(x_img, gather_features(y_txt)), score(y_txt, gather_features(x_img))
+
+# %% ../nbs/05_models.ipynb #b99a3a4b
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def _projection(width: int, embed_dim: int) -> nn.Linear:
@@ -88,7 +95,7 @@ def symmetric_cross_entropy(logits_img: Tensor, logits_txt: Tensor, targets: Ten
     "0.5 * (CE(image -> text logits, targets) + CE(text -> image logits, targets)), in float32."
     return 0.5 * (F.cross_entropy(logits_img.float(), targets) + F.cross_entropy(logits_txt.float(), targets))
 
-# %% ../nbs/05_models.ipynb #0fde287c
+# %% ../nbs/05_models.ipynb #fff6e0a7
 class CLIPBaseline(nn.Module):
     "CLIP on top of two towers: projections, a learnable temperature, the symmetric contrastive loss."
     def __init__(self, visual: nn.Module, textual: nn.Module, embed_dim: int = 512,
@@ -121,11 +128,10 @@ class CLIPBaseline(nn.Module):
         x_img, y_txt = self.encode_image(images), self.encode_text(tokens)
         s = self.logit_scale.exp()
         targets = local_targets(len(x_img), x_img.device)
-        loss = symmetric_cross_entropy(s * x_img @ gather_features(y_txt).T,
-                                       s * y_txt @ gather_features(x_img).T, targets)
+        loss = symmetric_cross_entropy(*paired_logits(lambda a, b: s * a @ b.T, x_img, y_txt), targets)
         return {"loss": loss, "contrastive_loss": loss.detach(), "logit_scale": s.detach()}
 
-# %% ../nbs/05_models.ipynb #88771cad
+# %% ../nbs/05_models.ipynb #a41851de
 class MERU(CLIPBaseline):
     "MERU: CLIP's skeleton with the hyperboloid, learnable curvature and alphas, and the entailment loss."
     def __init__(self, visual: nn.Module, textual: nn.Module, embed_dim: int = 512, curv_init: float = 1.0,
@@ -171,14 +177,14 @@ class MERU(CLIPBaseline):
         x_img, y_txt = self.encode_image(images), self.encode_text(tokens)
         c, s = self.curvature(), self.logit_scale.float().exp()
         targets = local_targets(len(x_img), x_img.device)
-        contrastive = symmetric_cross_entropy(-s * pairwise_dist(x_img, gather_features(y_txt), c),
-                                              -s * pairwise_dist(y_txt, gather_features(x_img), c), targets)
+        logits = paired_logits(lambda a, b: -s * pairwise_dist(a, b, c), x_img, y_txt)
+        contrastive = symmetric_cross_entropy(*logits, targets)
         entail = entailment_loss(y_txt, x_img, c)                  # text entails its image, local pairs
         return {"loss": contrastive + self.entail_weight * entail, "contrastive_loss": contrastive.detach(),
                 "entailment_loss": entail.detach(), "logit_scale": s.detach(), "curv": c.detach(),
                 "visual_alpha": self.visual_alpha.detach().exp(), "textual_alpha": self.textual_alpha.detach().exp()}
 
-# %% ../nbs/05_models.ipynb #a2afd532
+# %% ../nbs/05_models.ipynb #cf41ef84
 MODEL_KINDS = {"meru": MERU, "clip": CLIPBaseline}
 _MERU_OPTIONS = ("curv_init", "entail_weight")
 
@@ -197,7 +203,7 @@ def build_model(kind: str = "meru", size="tiny", **options) -> CLIPBaseline:
     model.config = {"kind": kind, "towers": dataclasses.asdict(cfg), **own}
     return model
 
-# %% ../nbs/05_models.ipynb #dfddb5d9
+# %% ../nbs/05_models.ipynb #95b4cf86
 def save(model: CLIPBaseline, folder: str | os.PathLike) -> Path:
     "Write `model` to `folder` as model.safetensors and config.json; returns the folder."
     from safetensors.torch import save_file
@@ -225,7 +231,7 @@ def load(folder: str | os.PathLike, device="cpu") -> CLIPBaseline:
     _load_strict(model, load_file(str(folder / "model.safetensors")), f"the {config['kind']} model of its config.json", folder)
     return model.to(device)
 
-# %% ../nbs/05_models.ipynb #dfa20e32
+# %% ../nbs/05_models.ipynb #507465b0
 def _tower_size(state: dict) -> str:
     "The paper's size ('S', 'B' or 'L') whose image tower has this state dict's width and depth."
     if "visual.cls_token" not in state:
@@ -261,7 +267,7 @@ def to_reference(state: dict) -> dict:
     out["textual.attn_mask"] = torch.ones(context, context, dtype=torch.bool).triu(1)  # True: may not attend
     return out
 
-# %% ../nbs/05_models.ipynb #8afbbb62
+# %% ../nbs/05_models.ipynb #26b79438
 def import_reference(path: str | os.PathLike, size=None) -> tuple:
     "Load a reference checkpoint file into MERU or CLIPBaseline: (model, extras) with extras such as `root`."
     path = Path(path)
