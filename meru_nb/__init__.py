@@ -6,7 +6,7 @@ __version__ = "0.0.1"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/00_intro.ipynb #030fc446
+# %% ../nbs/00_intro.ipynb #f04e77fa
 def __getattr__(name: str):
     "`meru_nb.load`, `meru_nb.save` and `meru_nb.build_model`, imported on first use (the towers need timm)."
     if name in ("load", "save", "build_model"):

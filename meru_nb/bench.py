@@ -436,7 +436,8 @@ def plot_results(results: dict, axes=None):
 
 # %% ../nbs/12_bench.ipynb #4c121333
 def main(argv=None) -> int:
-    "Command line: `python -m meru_nb.bench {geometry,data} --out PATH [options]`."
+    "Command line: `python -m meru_nb.bench {geometry,data,train} --out PATH [options]`."
+    from meru_nb.stepbench import add_train_parser, run_train  # the training-step benchmark (chapter 12a)
     parser = argparse.ArgumentParser(prog="python -m meru_nb.bench", description="Benchmarks of meru_nb.")
     commands = parser.add_subparsers(dest="command", required=True)
     geo = commands.add_parser("geometry", help="forward + backward of MERU's loss geometry, ours vs geoopt")
@@ -456,7 +457,10 @@ def main(argv=None) -> int:
     data.add_argument("--samples", type=int, default=2000, help="samples per configuration")
     data.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts")
     data.add_argument("--batch", type=int, default=64, help="DataLoader batch size")
+    add_train_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "train":
+        return run_train(args)
     if args.command == "data":
         from .pipelines import loader_throughput       # the data chapter's benchmark (chapter 6a)
         loader_throughput(n=args.samples, workers=tuple(args.workers), batch_size=args.batch, path=args.out)

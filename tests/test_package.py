@@ -9,7 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = {"torch", "torchvision", "numpy", "matplotlib", "pillow", "tqdm", "safetensors", "timm",
-           "open_clip_torch", "webdataset", "braceexpand", "wordsegment"}
+           "open_clip_torch", "webdataset", "braceexpand", "wordsegment",
+           "scikit-learn", "pyyaml"}
 DEV_ONLY = ["geoopt", "hypothesis", "nbdev", "papermill", "pytest", "ipywidgets", "jupyter_book", "IPython"]
 
 

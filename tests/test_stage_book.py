@@ -1,6 +1,7 @@
 """The book's staging step: nbdev's `#|` directives never reach Jupyter Book, and hidden cells stay hidden."""
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -42,12 +43,21 @@ def test_directive_only_cell_is_dropped_and_markdown_untouched():
 
 
 def test_staged_notebooks_have_no_directives(tmp_path):
-    "Staging the real book leaves no `#|` line in any code cell and keeps every chapter of the toc."
+    "Staging the real book leaves no `#|` line in any code cell and stages exactly the chapters of the toc."
     stage_book.main(tmp_path / "book")
     notebooks = sorted((tmp_path / "book" / "nbs").glob("*.ipynb"))
-    assert {p.stem for p in notebooks} >= {p.stem for p in (ROOT / "nbs").glob("[0-9]*.ipynb")}
+    toc = set(re.findall(r"(?:root|file):\s*nbs/(\S+)", (ROOT / "_toc.yml").read_text()))
+    assert toc and {p.stem for p in notebooks} == toc
+    assert all((ROOT / "nbs" / f"{name}.ipynb").exists() for name in toc)
     for nb in notebooks:
         for cell in json.loads(nb.read_text())["cells"]:
             if cell["cell_type"] == "code":
                 src = "".join(cell["source"])
                 assert not any(stage_book.DIRECTIVE.match(line) for line in src.splitlines()), (nb.name, src)
+
+
+def test_every_notebook_is_a_chapter_or_a_run_notebook():
+    "Notebooks outside the toc are the papermill run notebooks (2x_), never a forgotten chapter."
+    toc = set(re.findall(r"(?:root|file):\s*nbs/(\S+)", (ROOT / "_toc.yml").read_text()))
+    outside = {p.stem for p in (ROOT / "nbs").glob("[0-9]*.ipynb")} - toc
+    assert outside and all(re.match(r"2\d_", name) for name in outside), outside

@@ -13,7 +13,13 @@ folder and rewrites each notebook on the way:
 | a cell of directives only | cell dropped (e.g. `default_exp`)             |
 | every other directive     | the `#|` line is stripped, the code is shown  |
 
-Usage: python tools/stage_book.py DEST
+Only the notebooks named in `_toc.yml` are staged: the papermill run notebooks are not chapters.
+
+The book's notebooks are executed once, in place, between the two steps (by `nbdev-test --save`,
+in parallel: the chapter tests and the book's outputs are the same run), then built by Jupyter Book
+with execution off.
+
+Usage: python tools/stage_book.py DEST [copy|transform|all]
 """
 import json
 import re
@@ -67,8 +73,8 @@ def stage_notebook(src: Path, dst: Path):
     dst.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def main(dest: str):
-    dest = Path(dest)
+def copy_sources(dest: Path):
+    "Copy the book's configuration and the notebooks of the toc (as they are) into `dest`."
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -76,12 +82,30 @@ def main(dest: str):
         shutil.copy2(ROOT / name, dest / name)
     ignore = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "_*.ipynb", "llms.txt")
     shutil.copytree(ROOT / "nbs", dest / "nbs", ignore=ignore)
+    in_book = set(re.findall(r"(?:root|file):\s*(\S+)", (ROOT / "_toc.yml").read_text()))
     for nb in sorted((dest / "nbs").rglob("*.ipynb")):
+        if nb.relative_to(dest).with_suffix("").as_posix() not in in_book:
+            nb.unlink()               # run notebooks (papermill) and drafts are not chapters of the book
+
+
+def transform(dest: Path):
+    "Rewrite every staged notebook for Jupyter Book, keeping the outputs it may already hold."
+    notebooks = sorted((dest / "nbs").rglob("*.ipynb"))
+    for nb in notebooks:
         stage_notebook(nb, nb)
-    print(f"staged {len(list((dest / 'nbs').rglob('*.ipynb')))} notebooks in {dest}")
+    print(f"staged {len(notebooks)} notebooks in {dest}")
+
+
+def main(dest, step: str = "all"):
+    "`copy` the sources, `transform` them (after they were executed in place), or do `all` at once."
+    dest = Path(dest)
+    if step in ("copy", "all"):
+        copy_sources(dest)
+    if step in ("transform", "all"):
+        transform(dest)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3) or (len(sys.argv) == 3 and sys.argv[2] not in ("copy", "transform", "all")):
         sys.exit(__doc__.strip().splitlines()[-1])
-    main(sys.argv[1])
+    main(*sys.argv[1:])

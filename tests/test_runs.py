@@ -1,0 +1,81 @@
+"""The papermill run notebooks: a tiny training run end to end, and unknown parameters reported by name."""
+import json
+from pathlib import Path
+
+import papermill as pm
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NBS = ROOT / "nbs"
+TINY = dict(size="tiny", patch_size=0, image_size=32, n_samples=32, steps=2, batch_size=4, warmup_steps=1,
+            ckpt_every=0, progress=False)
+
+
+def outputs(nb: dict) -> str:
+    "The text of every output of an executed notebook (not its sources)."
+    return json.dumps([c.get("outputs", []) for c in nb["cells"]])
+
+
+def run(notebook: str, out: Path, **parameters) -> dict:
+    "Execute a run notebook with papermill in `out`'s folder; returns the executed notebook."
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(str(NBS / notebook), str(out), parameters=parameters, cwd=str(out.parent),
+                        kernel_name="python3", progress_bar=False)
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    "A two-step tiny MERU and CLIP trained through nbs/20_train.ipynb, evaluated through nbs/21_evaluate.ipynb."
+    folder = tmp_path_factory.mktemp("runs")
+    for kind in ("meru", "clip"):
+        run("20_train.ipynb", folder / kind / "train.ipynb", model=kind, out_dir=str(folder / kind), **TINY)
+        run("21_evaluate.ipynb", folder / kind / "evaluate.ipynb", run_dir=str(folder / kind), n_zero_shot=60,
+            n_retrieval=40, n_probe=60, n_hierarchy=30)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(runs) -> Path:
+    return runs / "meru"
+
+
+def test_train_notebook_writes_the_run(trained):
+    names = {p.name for p in trained.iterdir()}
+    assert {"config.json", "log.jsonl", "checkpoint.pt", "model", "curves.png", "summary.json"} <= names
+    config = json.loads((trained / "config.json").read_text())
+    assert config["steps"] == 2 and config["model"] == "meru" and config["image_size"] == 32
+    assert json.loads((trained / "summary.json").read_text())["steps_done"] == 2
+
+
+def test_unknown_parameter_is_reported(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError, match=r"unknown parameter\(s\) \['learning_rate'\]"):
+        run("20_train.ipynb", tmp_path / "bad.ipynb", learning_rate=1e-3, out_dir=str(tmp_path / "bad"), **TINY)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_evaluate_notebook_writes_results(runs):
+    for kind in ("meru", "clip"):
+        results = json.loads((runs / kind / "results.json").read_text())
+        assert results["kind"] == kind and results["config"]["model"] == kind
+        assert 0 <= results["zero_shot_shape"]["top1"] <= 1 and results["zero_shot_shape"]["n"] == 60
+        assert {f"{kind}_levels.png", f"{kind}_traversal.png", f"{kind}_poincare.png"} <= \
+            {p.name for p in (runs / kind / "figures").iterdir()}
+
+
+def test_evaluate_notebook_reports_unknown_parameters(runs, tmp_path):
+    with pytest.raises(pm.PapermillExecutionError, match=r"unknown parameter\(s\) \['n_zeroshot'\]"):
+        run("21_evaluate.ipynb", tmp_path / "bad.ipynb", run_dir=str(runs / "meru"), n_zeroshot=10)
+
+
+def test_results_chapter_reads_the_runs(runs, tmp_path, monkeypatch):
+    "The results chapter shows both runs side by side; without runs it says so."
+    monkeypatch.setenv("MERU_NB_RUNS", str(runs))
+    nb = run("22_results.ipynb", tmp_path / "results.ipynb")
+    text = outputs(nb)
+    assert "| metric | MERU | CLIP |" in text and "zero-shot shape, top-1 %" in text
+    assert "**met**" in text or "**not met**" in text
+    assert "No evaluated runs" not in text
+    monkeypatch.setenv("MERU_NB_RUNS", str(tmp_path / "empty"))
+    nb = run("22_results.ipynb", tmp_path / "none.ipynb")
+    assert "No evaluated runs" in outputs(nb) and "| metric |" not in outputs(nb)
