@@ -9,7 +9,7 @@ __all__ = ['PRECISIONS', 'RUNTIME_FIELDS', 'PRESETS', 'TrainConfig', 'decay_grou
            'save_checkpoint', 'load_checkpoint', 'read_log', 'plot_log', 'run_fields', 'check_out_dir', 'train',
            'check_fields', 'config_from_args', 'main']
 
-# %% ../nbs/07_train.ipynb #421dae9c
+# %% ../nbs/07_train.ipynb #e8ec2a4d
 import argparse
 import dataclasses
 import functools
@@ -35,7 +35,7 @@ from .encoders import TOWER_SIZES, tokenize
 from .models import MODEL_KINDS, build_model, save
 from .pipelines import CsvDataset, expand_shards, shard_dataset, train_transform
 
-# %% ../nbs/07_train.ipynb #7d6efce8
+# %% ../nbs/07_train.ipynb #3f610ed8
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 @dataclass
@@ -92,7 +92,7 @@ class TrainConfig:
             if not ok:
                 raise ValueError(f"`{name}` must be {expected}, got {name}={getattr(self, name)!r}")
 
-# %% ../nbs/07_train.ipynb #1cdf9a11
+# %% ../nbs/07_train.ipynb #e05f4d14
 def decay_groups(model: nn.Module, decay_norms_and_biases: bool = False) -> dict:
     "Names of the trainable parameters with and without weight decay: {'decay': [...], 'no_decay': [...]}."
     groups = {"decay": [], "no_decay": []}
@@ -103,7 +103,7 @@ def decay_groups(model: nn.Module, decay_norms_and_biases: bool = False) -> dict
         groups["decay" if decayed else "no_decay"].append(name)
     return groups
 
-# %% ../nbs/07_train.ipynb #c9f781c4
+# %% ../nbs/07_train.ipynb #71376efb
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     "AdamW over the decayed and exempt groups of `decay_groups`, with the config's lr, betas and decay."
     named = dict(model.named_parameters())
@@ -112,7 +112,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
                     {"params": [named[n] for n in groups["no_decay"]], "weight_decay": 0.0, "group": "no_decay"}]
     return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
-# %% ../nbs/07_train.ipynb #324bc8d4
+# %% ../nbs/07_train.ipynb #5abc3b9c
 def lr_factor(step: int, warmup: int, total: int) -> float:
     "Linear warmup from 0 over `warmup` steps, then cosine from 1 to 0 at `total` steps."
     if step < warmup:
@@ -126,7 +126,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
     "The warmup-cosine schedule of `lr_factor` for `cfg.steps` steps, stepped once per optimizer step."
     return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(lr_factor, warmup=cfg.warmup_steps, total=cfg.steps))
 
-# %% ../nbs/07_train.ipynb #420d8841
+# %% ../nbs/07_train.ipynb #99e11abd
 def resolve_device(device: str = "auto") -> torch.device:
     "The device to train on: CUDA when `device='auto'` and a GPU is present, else the CPU."
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
@@ -141,7 +141,7 @@ def autocast(precision: str, device: torch.device):
         return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
-# %% ../nbs/07_train.ipynb #3d4852cb
+# %% ../nbs/07_train.ipynb #a16c0fcb
 def init_distributed(device: str = "auto") -> tuple:
     "(rank, world_size, device) of this process; joins the process group when `torchrun` launched it."
     if dist.is_available() and dist.is_initialized():
@@ -168,7 +168,7 @@ def wrap_model(model: nn.Module, cfg: TrainConfig, device: torch.device, world_s
         net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     return torch.compile(net) if cfg.compile else net
 
-# %% ../nbs/07_train.ipynb #8b9beb15
+# %% ../nbs/07_train.ipynb #a67f4403
 class StepSampler(torch.utils.data.Sampler):
     "Batches of indices for micro-batches `start`…`stop - 1`, a pure function of (seed, micro-batch); rank `r` of `w` gets slice `r`."
     def __init__(self, n: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world_size: int = 1):
@@ -198,7 +198,7 @@ class Collate:
         images, texts = zip(*batch)
         return torch.stack(images), tokenize(list(texts), self.context_length)
 
-# %% ../nbs/07_train.ipynb #1ccd0f6d
+# %% ../nbs/07_train.ipynb #ce11ac9e
 def data_kind(data: str) -> str:
     "'builtin', 'table' (a .csv/.tsv file) or 'shards' for the `data` field of a config."
     if data == "builtin":
@@ -228,7 +228,7 @@ def make_loader(cfg: TrainConfig, context_length: int, start: int, stop: int, ra
     sampler = StepSampler(len(data), cfg.batch_size, cfg.seed, start, stop, rank, world_size)
     return DataLoader(data, batch_sampler=sampler, collate_fn=collate, **common)
 
-# %% ../nbs/07_train.ipynb #598a1ab6
+# %% ../nbs/07_train.ipynb #9e58f7e7
 def rng_state() -> dict:
     "The states of torch (CPU and CUDA), NumPy and Python random, as weights-only-loadable values."
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -250,7 +250,7 @@ def set_rng_state(state: dict):
     p = state["python"]
     random.setstate((p["version"], tuple(p["internal"].tolist()), p["gauss_next"]))
 
-# %% ../nbs/07_train.ipynb #3515cb20
+# %% ../nbs/07_train.ipynb #2fd00a7d
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
     "Write `state` with torch.save to `path` atomically: a temporary file in the same folder, then os.replace."
     path = Path(path)
@@ -266,7 +266,7 @@ def load_checkpoint(path: str | os.PathLike, device="cpu") -> dict:
     "Read a checkpoint written by `save_checkpoint`, unpickling weights only."
     return torch.load(path, map_location=device, weights_only=True)
 
-# %% ../nbs/07_train.ipynb #feeb322f
+# %% ../nbs/07_train.ipynb #cc74512f
 def read_log(out_dir: str | os.PathLike) -> list[dict]:
     "The per-step records of the run in `out_dir` (its log.jsonl)."
     path = Path(out_dir) / "log.jsonl"
@@ -292,7 +292,7 @@ def plot_log(records: list[dict] | dict, axes=None):
     plt.tight_layout()
     return axes
 
-# %% ../nbs/07_train.ipynb #cc07b864
+# %% ../nbs/07_train.ipynb #bde03d45
 RUNTIME_FIELDS = ("resume", "stop_at", "num_workers", "progress", "ckpt_every", "keep_every", "tensorboard",
                   "device", "compile", "grad_checkpointing")
 
@@ -311,7 +311,7 @@ def check_out_dir(cfg: TrainConfig):
         raise ValueError(f"{cfg.out_dir!r} holds another run (different {diff}, as (theirs, yours)): "
                          "choose another `out_dir` or delete that run")
 
-# %% ../nbs/07_train.ipynb #65f6dcc2
+# %% ../nbs/07_train.ipynb #3c9d463f
 def _train_step(net, model, batches, optimizer, scheduler, scaler, cfg, precision, device, step) -> dict:
     "One optimizer step over the micro-batches `batches`; returns the mean of the logged scalars."
     ddp = getattr(net, "_orig_mod", net)
@@ -344,7 +344,7 @@ def _train_step(net, model, batches, optimizer, scheduler, scaler, cfg, precisio
     model.clamp_()
     return {**record, "lr": lr, "grad_norm": float(grad_norm)}
 
-# %% ../nbs/07_train.ipynb #266219f6
+# %% ../nbs/07_train.ipynb #69a06e2f
 def _build(cfg: TrainConfig, device: torch.device):
     "Model, optimizer, scheduler and grad scaler of a fresh run."
     torch.manual_seed(cfg.seed)
@@ -357,7 +357,7 @@ def _build(cfg: TrainConfig, device: torch.device):
     scaler = torch.amp.GradScaler(device.type, enabled=resolve_precision(cfg.precision, device) == "fp16")
     return model, optimizer, scheduler, scaler
 
-# %% ../nbs/07_train.ipynb #3ada0574
+# %% ../nbs/07_train.ipynb #34e6c091
 def _checkpoint(out_dir, step, elapsed, model, optimizer, scheduler, scaler, cfg) -> Path:
     "Save the complete state of the run after `step` optimizer steps; keep a copy at multiples of `keep_every`."
     state = {"format": "meru_nb.train/1", "step": step, "elapsed": elapsed, "config": dataclasses.asdict(cfg),
@@ -387,7 +387,7 @@ def _restore(out_dir, model, optimizer, scheduler, scaler, device, lead: bool) -
         log.write_text("".join(line + "\n" for line in kept))
     return ckpt["step"], ckpt["elapsed"]
 
-# %% ../nbs/07_train.ipynb #52461dc7
+# %% ../nbs/07_train.ipynb #d569e913
 def _memory_mb(device: torch.device) -> dict:
     "Peak memory so far: the GPU's allocator on CUDA, the process's resident set on the CPU."
     if device.type == "cuda":
@@ -423,7 +423,7 @@ def _finish(out_dir: Path, cfg: TrainConfig, device: torch.device, world_size: i
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
-# %% ../nbs/07_train.ipynb #1728194f
+# %% ../nbs/07_train.ipynb #c49aaf95
 def train(cfg: TrainConfig) -> nn.Module:
     "Train the model of `cfg` for `cfg.steps` steps (or to `cfg.stop_at`), on one process or under torchrun; returns the model."
     from tqdm import tqdm
@@ -484,7 +484,7 @@ def train(cfg: TrainConfig) -> nn.Module:
         dist.barrier()
     return model
 
-# %% ../nbs/07_train.ipynb #563bd7b7
+# %% ../nbs/07_train.ipynb #2ca512d4
 _PAPER = dict(image_size=224, batch_size=2048, steps=120_000, warmup_steps=4000, lr=5e-4, beta1=0.9, beta2=0.98,
               weight_decay=0.2, precision="auto", ckpt_every=5000, num_workers=8, data="data/redcaps/*.tar",
               redcaps_prob=0.5)
@@ -495,7 +495,7 @@ PRESETS = {**{f"{m}_vit_{s.lower()}": {"model": m, "size": s, "out_dir": f"runs/
            **{f"builtin_{m}_vit_{s.lower()}": {"model": m, "size": s, "out_dir": f"runs/builtin_{m}_vit_{s.lower()}", **_SMOKE}
               for m in MODEL_KINDS for s in ("S", "B")}}
 
-# %% ../nbs/07_train.ipynb #43e79a2e
+# %% ../nbs/07_train.ipynb #e93498b7
 def _field_help() -> dict:
     "Each TrainConfig field's comment in its source line (of the installed module), as the option's help."
     import importlib, inspect, re
@@ -548,6 +548,6 @@ def main(argv=None) -> int:
             dist.destroy_process_group()
     return 0
 
-# %% ../nbs/07_train.ipynb #680323a3
+# %% ../nbs/07_train.ipynb #5ffb2932
 if __name__ == "__main__" and "__file__" in globals():
     raise SystemExit(main())
