@@ -32,6 +32,7 @@ from torch import Tensor
 from .entailment import entailment_loss
 from .expmap import exp_map0
 from .lorentz import pairwise_dist
+from .data import _cpu_model
 
 # %% ../nbs/12_bench.ipynb #2be46441
 def make_inputs(batch: int, dim: int = 512, curv: float = 1.0, dtype=torch.float32, device="cpu", seed: int = 0):
@@ -230,17 +231,6 @@ def run_fresh(impl: str, batch: int, dim: int = 512, dtype: str = "float32", dev
         return pool.submit(worker, impl, batch, dim, dtype, str(device), seed, warmup, repeats, threads, verbose).result()
 
 # %% ../nbs/12_bench.ipynb #c061b73c
-def _cpu_model() -> str:
-    "The CPU's model name from /proc/cpuinfo, else what `platform` knows."
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 def _memory_total_bytes():
     "Total physical memory in bytes, or None where it cannot be read."
     try:

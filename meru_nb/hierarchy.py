@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .data import (ROOT, SHAPES, Caption, HierarchicalScenes, Part, Taxonomy, caption_text,
                           describes, entails, level, text_pool)
-from .encoders import tokenize
+from . import evaluation
 from .entailment import exterior_angle, half_aperture
 from .expmap import exp_map0, log_map0
 from .lorentz import dist0, lorentz_to_poincare, pairwise_dist, plot_poincare_disk
@@ -32,37 +32,20 @@ def is_hyperbolic(model) -> bool:
     "Whether `model` embeds on the hyperboloid (MERU: it has a `curvature()`), else on the unit sphere (CLIP)."
     return callable(getattr(model, "curvature", None))
 
-def _device(model) -> torch.device:
-    try: return next(model.parameters()).device
-    except (AttributeError, StopIteration): return torch.device("cpu")
-
 def _curv(model) -> Tensor:
     return model.curvature().detach().float().cpu()
 
-@torch.no_grad()
-def _embed(model, encode, inputs: Tensor, batch_size: int, project: bool) -> Tensor:
-    "Run `encode` over `inputs` in batches, in eval mode; float32 on the CPU."
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"): model.eval()
-    try:
-        out = [encode(inputs[i:i + batch_size].to(_device(model)), project=project).float().cpu()
-               for i in range(0, len(inputs), batch_size)]
-    finally:
-        if was_training: model.train()
-    return torch.cat(out) if out else torch.zeros(0, getattr(model, "embed_dim", 0))
-
 def embed_texts(model, texts: list, batch_size: int = 256, project: bool = True) -> Tensor:
-    "Text embeddings (N, n) of a list of strings, tokenized with the model's context length."
+    "Text embeddings (N, n) of a list of strings: chapter 08's batching, in eval mode, float32 on the CPU."
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise ValueError(f"`texts` must be a list of strings, got {texts!r:.80}")
-    tokens = tokenize(list(texts), model.config["towers"]["context_length"])
-    return _embed(model, model.encode_text, tokens, batch_size, project)
+    return evaluation.embed_texts(model, list(texts), batch_size, project=project)
 
 def embed_images(model, images: Tensor, batch_size: int = 256, project: bool = True) -> Tensor:
-    "Image embeddings (B, n) of images (B, 3, H, W) with values in [0, 1]."
+    "Image embeddings (B, n) of images (B, 3, H, W) with values in [0, 1]: chapter 08's batching."
     if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"`images` must be a tensor (B, 3, H, W), got {getattr(images, 'shape', type(images))}")
-    return _embed(model, model.encode_image, images, batch_size, project)
+    return evaluation.embed_images(model, images, batch_size, project=project)
 
 # %% ../nbs/11_hierarchy.ipynb #0f62b51c
 def _image_size(model, image_size) -> int:

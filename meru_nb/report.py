@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .data import _cpu_model
 from .evaluation import load_model, model_kind, zero_shot_builtin
 from .hierarchy import hierarchy_figures, hierarchy_report
 from .probe import probe_builtin
@@ -25,14 +26,8 @@ from .retrieval import retrieval_builtin
 def environment() -> dict:
     "The date, machine and library versions a result was obtained with."
     import numpy, open_clip, timm
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
             "open_clip": open_clip.__version__, "numpy": numpy.__version__}
