@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['SHAPES', 'COLOURS', 'SIZES', 'POSITIONS', 'MAX_PARTS', 'ROOT', 'LEVEL_PROBS', 'Taxonomy', 'SceneObject', 'Scene',
            'Part', 'Caption', 'satisfies', 'describes', 'part_implies', 'entails', 'level', 'caption_text',
-           'random_scene', 'random_caption', 'render', 'Sample', 'HierarchicalScenes', 'plot_taxonomy', 'write_shards',
-           'TextPool', 'text_pool', 'samples_per_second', 'throughput']
+           'random_scene', 'random_caption', 'render', 'Sample', 'HierarchicalScenes', 'legibility', 'plot_taxonomy',
+           'write_shards', 'TextPool', 'text_pool', 'samples_per_second', 'throughput']
 
 # %% ../nbs/06_data.ipynb #73dd0da5
 import io
@@ -77,7 +77,7 @@ class Taxonomy:
 
 # %% ../nbs/06_data.ipynb #d6b50112
 SHAPES = Taxonomy("shape", {"shape": ["polygon", "round"],
-                            "polygon": ["triangle", "square", "pentagon", "hexagon"],
+                            "polygon": ["triangle", "square", "star", "cross"],
                             "round": ["circle", "ellipse"]})
 COLOURS = Taxonomy("colour", {"colour": ["warm", "cool"],
                               "warm": ["red", "orange", "yellow"],
@@ -88,11 +88,11 @@ POSITIONS = ("left", "right", "top", "bottom", "centre")
 # %% ../nbs/06_data.ipynb #6dd2d075
 _REGION_CENTRES = {"left": (0.18, 0.5), "right": (0.82, 0.5), "top": (0.5, 0.18),
                    "bottom": (0.5, 0.82), "centre": (0.5, 0.5)}
-_RADIUS = {"small": 0.085, "large": 0.15}   # 2 * 0.15 = centre-to-side distance 0.32 - 2 * jitter
+_RADIUS = {"small": 0.105, "large": 0.15}   # 2 * 0.15 = centre-to-side distance 0.32 - 2 * jitter
 _JITTER = 0.01
 _RGB = {"red": (215, 38, 38), "orange": (240, 135, 20), "yellow": (232, 200, 20),
         "blue": (40, 80, 215), "green": (35, 155, 60), "purple": (135, 50, 175)}
-_SIDES = {"triangle": 3, "square": 4, "pentagon": 5, "hexagon": 6}
+_MAX_TILT = math.radians(15)  # objects stand upright, tilted by at most this much
 
 @dataclass(frozen=True)
 class SceneObject:
@@ -104,7 +104,7 @@ class SceneObject:
     x: float = None       # centre in the unit square; default: the centre of its region
     y: float = None
     radius: float = None  # default: the radius of its size
-    angle: float = 0.0    # rotation in radians
+    angle: float = 0.0    # tilt from upright, in radians
     rgb: tuple = None     # default: the colour's reference RGB
 
     def __post_init__(self):
@@ -226,7 +226,7 @@ def level(caption: Caption) -> int:
     return SHAPES.depth(p.shape) if p.shape else COLOURS.depth(p.colour)
 
 # %% ../nbs/06_data.ipynb #cca76d4d
-_NOUNS = {"triangle": ["triangle"], "square": ["square"], "pentagon": ["pentagon"], "hexagon": ["hexagon"],
+_NOUNS = {"triangle": ["triangle"], "square": ["square"], "star": ["star"], "cross": ["cross"],
           "circle": ["circle", "disc"], "ellipse": ["ellipse", "oval"], "polygon": ["polygon"],
           "round": ["round shape", "rounded shape", "curved shape"], None: ["shape", "object", "figure"]}
 _COLOUR_CATEGORY = {"warm": ["warm-coloured", "warm"], "cool": ["cool-coloured", "cool"]}
@@ -281,7 +281,7 @@ def random_scene(rng: np.random.Generator, max_objects: int = 2) -> Scene:
         objects.append(SceneObject(shape, colour, size, POSITIONS[k],
                                    x=round(cx + (2 * r_dx - 1) * _JITTER, 4), y=round(cy + (2 * r_dy - 1) * _JITTER, 4),
                                    radius=round(_RADIUS[size] * (0.9 + 0.1 * r_radius), 4),
-                                   angle=round(r_angle * 2 * math.pi, 4),
+                                   angle=round((2 * r_angle - 1) * _MAX_TILT, 4),
                                    rgb=_rgb(c + j for c, j in zip(_RGB[colour], jitter[len(objects)]))))
     grey_a, grey_b, r_gradient, r_kind, r_noise = rng.random(5).tolist()
     background = _rgb(170 + 75 * grey_a + j for j in jitter[n])
@@ -330,15 +330,29 @@ def random_caption(scene: Scene, rng: np.random.Generator, level_probs=LEVEL_PRO
     return Caption(parts)
 
 # %% ../nbs/06_data.ipynb #2c42c266
+_STAR_INNER = 0.45   # inner radius of the star's notches, as a share of its radius
+_CROSS_ARM = 0.36    # half the width of the cross's arms, as a share of its radius
+
+def _unit_outline(shape: str) -> np.ndarray:
+    "Vertices (n, 2) of an upright shape of radius 1 centred at 0, in image axes (y down)."
+    if shape == "cross":
+        a = _CROSS_ARM
+        return np.array([(a, -1), (a, -a), (1, -a), (1, a), (a, a), (a, 1),
+                         (-a, 1), (-a, a), (-1, a), (-1, -a), (-a, -a), (-a, -1)], dtype=float)
+    if shape == "star":
+        t = -math.pi / 2 + np.arange(10) * math.pi / 5
+        r = np.where(np.arange(10) % 2 == 0, 1.0, _STAR_INNER)
+    else:
+        n, start = {"triangle": (3, -math.pi / 2), "square": (4, math.pi / 4)}.get(shape, (48, 0.0))
+        t, r = start + np.arange(n) * 2 * math.pi / n, np.ones(n)
+    xy = np.stack([r * np.cos(t), r * np.sin(t)], 1)
+    return xy * (1.0, 0.5) if shape == "ellipse" else xy
+
 def _outline(obj: SceneObject, scale: float):
     "The vertices of an object's outline in pixel coordinates of a `scale`-sized canvas."
-    n = _SIDES.get(obj.shape, 48)
-    t = obj.angle + np.arange(n) * 2 * math.pi / n
-    rx, ry = obj.radius, obj.radius * (0.55 if obj.shape == "ellipse" else 1.0)
-    px, py = rx * np.cos(t), ry * np.sin(t)
-    if obj.shape == "ellipse":  # rotate the squashed circle
-        px, py = px * math.cos(obj.angle) - py * math.sin(obj.angle), px * math.sin(obj.angle) + py * math.cos(obj.angle)
-    return list(zip(((obj.x + px) * scale).tolist(), ((obj.y + py) * scale).tolist()))
+    c, s = math.cos(obj.angle), math.sin(obj.angle)
+    xy = _unit_outline(obj.shape) @ np.array([[c, s], [-s, c]]) * obj.radius + (obj.x, obj.y)
+    return [tuple(v) for v in (xy * scale).tolist()]
 
 def _background(scene: Scene, size: int) -> np.ndarray:
     "The background as an (size, size, 3) float array: flat or a gradient, plus noise."
@@ -419,6 +433,38 @@ class HierarchicalScenes(Dataset):
         return torch.from_numpy(np.asarray(img).transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 255)), text
 
     def __repr__(self): return f"HierarchicalScenes(n={self.n}, size={self.size}, seed={self.seed}, max_objects={self.max_objects})"
+
+# %% ../nbs/06_data.ipynb #07c167a5
+def legibility(attribute: str = "shape", image_size: int = 64, steps: int = 250, batch_size: int = 64,
+               lr: float = 2e-3, n_test: int = 600, seed: int = 0, tower: str = "cpu") -> dict:
+    "Held-out accuracy of `tower` plus a linear head trained on the `attribute` labels of single-object scenes."
+    from meru_nb.encoders import image_tower   # only when measuring: importing meru_nb.data stays light
+    if attribute not in ("shape", "colour"): raise ValueError(f"`attribute` must be 'shape' or 'colour', got {attribute!r}")
+    leaves = (SHAPES if attribute == "shape" else COLOURS).leaves
+    def batch(ds, first, n):
+        images = torch.stack([ds[i][0] for i in range(first, first + n)])
+        labels = torch.tensor([leaves.index(getattr(ds.annotation(i)[0].objects[0], attribute)) for i in range(first, first + n)])
+        return (images - 0.5) / 0.25, labels
+    torch.manual_seed(seed)
+    net = image_tower(tower, image_size=image_size)
+    head = torch.nn.Linear(net.width, len(leaves))
+    params = [*net.parameters(), *head.parameters()]
+    opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=lr, weight_decay=0.05)
+    warmup = max(1, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1, (k + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * k / steps)))
+    train_set = HierarchicalScenes(steps * batch_size, image_size, seed, max_objects=1)
+    tic = time.perf_counter()
+    for k in range(steps):
+        images, labels = batch(train_set, k * batch_size, batch_size)
+        loss = torch.nn.functional.cross_entropy(head(net(images)), labels)
+        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+    seconds = time.perf_counter() - tic
+    net.eval()
+    images, labels = batch(HierarchicalScenes(n_test, image_size, seed + 1, max_objects=1), 0, n_test)
+    with torch.inference_mode(): pred = head(net(images)).argmax(-1)
+    per_class = {c: float((pred[labels == k] == k).float().mean()) for k, c in enumerate(leaves)}
+    return {"attribute": attribute, "accuracy": float((pred == labels).float().mean()), "per_class": per_class,
+            "image_size": image_size, "steps": steps, "batch_size": batch_size, "n_test": n_test, "seconds": seconds}
 
 # %% ../nbs/06_data.ipynb #0bdaf361
 def plot_taxonomy(tree: Taxonomy, ax=None):
