@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['SOT_ID', 'EOT_ID', 'VOCAB_SIZE', 'TOWER_SIZES', 'REFERENCE_TEXT_KEYS', 'tokenize', 'TowerConfig', 'tower_config',
-           'check_images', 'check_tokens', 'sincos_pos_embed', 'ImageTower', 'image_tower', 'TextTower', 'text_tower',
-           'text_keys_from_reference', 'count_parameters', 'OpenCLIPTowers', 'open_clip_towers']
+           'check_images', 'check_tokens', 'sincos_pos_embed', 'ImageTower', 'image_tower', 'ConvStem', 'TextTower',
+           'text_tower', 'text_keys_from_reference', 'count_parameters', 'OpenCLIPTowers', 'open_clip_towers']
 
 # %% ../nbs/04_encoders.ipynb #15efc731
 import math
@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transformer import TextTransformer
+from timm.layers import PatchEmbed
 from timm.models.vision_transformer import VisionTransformer
 
 # %% ../nbs/04_encoders.ipynb #089f9e4a
@@ -57,10 +58,17 @@ class TowerConfig:
     text_heads: int      # text attention heads
     embed_dim: int = 512          # width of the projected embedding
     vocab_size: int = VOCAB_SIZE  # CLIP BPE vocabulary
+    stem: str = "patch"           # pixels to tokens: 'patch' (one p x p convolution, the paper) or 'conv' (3x3 stack)
+
+    def __post_init__(self):
+        if self.stem not in ("patch", "conv"):
+            raise ValueError(f"`stem` must be 'patch' or 'conv', got {self.stem!r}")
 
 _TEXT_PAPER = dict(context_length=77, text_width=512, text_layers=12, text_heads=8)
 TOWER_SIZES = {
     "tiny": TowerConfig(32, 4, 128, 4, 4, context_length=32, text_width=128, text_layers=4, text_heads=4, embed_dim=128),
+    "cpu": TowerConfig(64, 16, 128, 2, 4, context_length=32, text_width=128, text_layers=2, text_heads=4, embed_dim=128,
+                       stem="conv"),
     "S": TowerConfig(224, 16, 384, 12, 12, **_TEXT_PAPER),   # MoCo-v3 ViT-S: 12 heads, not timm's 6
     "B": TowerConfig(224, 16, 768, 12, 12, **_TEXT_PAPER),
     "L": TowerConfig(224, 16, 1024, 24, 16, **_TEXT_PAPER),
@@ -68,7 +76,7 @@ TOWER_SIZES = {
 
 # %% ../nbs/04_encoders.ipynb #f0a9d661
 def tower_config(size: str | TowerConfig, **overrides) -> TowerConfig:
-    "The `TowerConfig` named `size` ('tiny', 'S', 'B', 'L') or given, with fields replaced by `overrides`."
+    "The `TowerConfig` named `size` ('tiny', 'cpu', 'S', 'B', 'L') or given, with fields replaced by `overrides`."
     if isinstance(size, TowerConfig):
         cfg = size
     elif size in TOWER_SIZES:
@@ -116,11 +124,15 @@ def sincos_pos_embed(grid: int, width: int, temperature: float = 10000.0, cls_to
 # %% ../nbs/04_encoders.ipynb #72a76c8a
 class ImageTower(VisionTransformer):
     "A timm ViT with a fixed 2-D sin-cos position embedding, LayerNorm eps 1e-5, class-token output (MERU §4)."
-    def __init__(self, image_size: int = 224, patch_size: int = 16, width: int = 768, depth: int = 12, heads: int = 12):
+    def __init__(self, image_size: int = 224, patch_size: int = 16, width: int = 768, depth: int = 12, heads: int = 12,
+                 stem: str = "patch"):
         if image_size % patch_size:
             raise ValueError(f"image_size ({image_size}) must be a multiple of patch_size ({patch_size})")
+        if stem not in ("patch", "conv"):
+            raise ValueError(f"`stem` must be 'patch' or 'conv', got {stem!r}")
         super().__init__(img_size=image_size, patch_size=patch_size, embed_dim=width, depth=depth, num_heads=heads,
-                         num_classes=0, global_pool="token", norm_layer=partial(nn.LayerNorm, eps=1e-5))
+                         num_classes=0, global_pool="token", norm_layer=partial(nn.LayerNorm, eps=1e-5),
+                         embed_layer=ConvStem if stem == "conv" else PatchEmbed)
         self.image_size, self.width = image_size, width
         grid = image_size // patch_size
         pe = sincos_pos_embed(grid, width, cls_token=True)[None]
@@ -133,9 +145,25 @@ class ImageTower(VisionTransformer):
 
 # %% ../nbs/04_encoders.ipynb #7b981cb4
 def image_tower(size: str | TowerConfig = "tiny", image_size: int | None = None) -> ImageTower:
-    "The image tower of MERU size `size` ('tiny', 'S', 'B', 'L'), optionally at another `image_size`."
+    "The image tower of MERU size `size` ('tiny', 'cpu', 'S', 'B', 'L'), optionally at another `image_size`."
     cfg = tower_config(size, image_size=image_size)
-    return ImageTower(cfg.image_size, cfg.patch_size, cfg.image_width, cfg.image_depth, cfg.image_heads)
+    return ImageTower(cfg.image_size, cfg.patch_size, cfg.image_width, cfg.image_depth, cfg.image_heads, cfg.stem)
+
+# %% ../nbs/04_encoders.ipynb #3c8e348d
+class ConvStem(PatchEmbed):
+    "Patch embedding by k = log2(p) stride-2 3x3 convolutions with BatchNorm and ReLU, then a 1x1 to the width."
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768, stem_width: int = 32, **kwargs):
+        super().__init__(img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, **kwargs)
+        p = self.patch_size[0]
+        k = int(math.log2(p))
+        if 2**k != p or self.patch_size[1] != p:
+            raise ValueError(f"a convolutional stem needs a square power-of-two patch, got {self.patch_size}")
+        layers, c_in = [], in_chans
+        for i in range(k):
+            c_out = min(stem_width * 2**i, embed_dim)
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            c_in = c_out
+        self.proj = nn.Sequential(*layers, nn.Conv2d(c_in, embed_dim, 1))
 
 # %% ../nbs/04_encoders.ipynb #b4e25188
 class TextTower(TextTransformer):

@@ -43,7 +43,7 @@ class TrainConfig:
     "Everything that defines a training run, as flat fields (the papermill parameters mirror them)."
     out_dir: str = "runs/tiny-meru"      # checkpoints, logs, figures and the final weights go here
     model: str = "meru"                  # 'meru' or 'clip'
-    size: str = "tiny"                   # towers: 'tiny' (CPU), 'S', 'B', 'L'
+    size: str = "tiny"                   # towers: 'tiny' (tests), 'cpu' (CPU runs), 'S', 'B', 'L'
     patch_size: int = 0                  # ViT patch side in pixels; 0 keeps the size's own (tiny 4, S/B/L 16)
     curv_init: float = 1.0               # MERU only: initial curvature c
     entail_weight: float = 0.2           # MERU only: weight of the entailment loss (paper 0.2)
@@ -105,12 +105,13 @@ def decay_groups(model: nn.Module, decay_norms_and_biases: bool = False) -> dict
 
 # %% ../nbs/07_train.ipynb #84150cfa
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    "AdamW over the decayed and exempt groups of `decay_groups`, with the config's lr, betas and decay."
+    "AdamW (fused: one kernel for all parameters) over the groups of `decay_groups`, with the config's lr, betas and decay."
     named = dict(model.named_parameters())
     groups = decay_groups(model, cfg.decay_norms_and_biases)
     param_groups = [{"params": [named[n] for n in groups["decay"]], "weight_decay": cfg.weight_decay, "group": "decay"},
                     {"params": [named[n] for n in groups["no_decay"]], "weight_decay": 0.0, "group": "no_decay"}]
-    return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    # fused: on a CPU the per-tensor loop took 117 ms of a 690 ms step of the `cpu` towers, the fused kernel 12 ms
+    return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
 
 # %% ../nbs/07_train.ipynb #fbadad9f
 def lr_factor(step: int, warmup: int, total: int) -> float:
