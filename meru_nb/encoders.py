@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['SOT_ID', 'EOT_ID', 'VOCAB_SIZE', 'TOWER_SIZES', 'REFERENCE_TEXT_KEYS', 'tokenize', 'TowerConfig', 'tower_config',
            'check_images', 'check_tokens', 'sincos_pos_embed', 'ImageTower', 'image_tower', 'ConvStem', 'TextTower',
-           'text_tower', 'text_keys_from_reference', 'count_parameters', 'OpenCLIPTowers', 'open_clip_towers']
+           'text_tower', 'BagTextTower', 'text_keys_from_reference', 'count_parameters', 'OpenCLIPTowers',
+           'open_clip_towers']
 
 # %% ../nbs/04_encoders.ipynb #15efc731
 import math
@@ -53,22 +54,31 @@ class TowerConfig:
     image_depth: int     # ViT blocks
     image_heads: int     # ViT attention heads
     context_length: int  # text tokens per caption
-    text_width: int      # text transformer width
-    text_layers: int     # text transformer blocks
-    text_heads: int      # text attention heads
+    text_width: int      # text tower width
+    text_layers: int     # text transformer blocks (0 for a bag)
+    text_heads: int      # text attention heads (0 for a bag)
     embed_dim: int = 512          # width of the projected embedding
     vocab_size: int = VOCAB_SIZE  # CLIP BPE vocabulary
     stem: str = "patch"           # pixels to tokens: 'patch' (one p x p convolution, the paper) or 'conv' (3x3 stack)
+    text_kind: str = "transformer"  # tokens to features: 'transformer' (the paper) or 'bag' (mean of embeddings)
 
     def __post_init__(self):
         if self.stem not in ("patch", "conv"):
             raise ValueError(f"`stem` must be 'patch' or 'conv', got {self.stem!r}")
+        if self.text_kind not in ("transformer", "bag"):
+            raise ValueError(f"`text_kind` must be 'transformer' or 'bag', got {self.text_kind!r}")
+        if self.text_kind == "transformer" and not (self.text_layers >= 1 and self.text_heads >= 1):
+            raise ValueError(f"a text transformer needs text_layers >= 1 and text_heads >= 1, "
+                             f"got {self.text_layers} and {self.text_heads}")
 
 _TEXT_PAPER = dict(context_length=77, text_width=512, text_layers=12, text_heads=8)
 TOWER_SIZES = {
     "tiny": TowerConfig(32, 4, 128, 4, 4, context_length=32, text_width=128, text_layers=4, text_heads=4, embed_dim=128),
-    "cpu": TowerConfig(64, 16, 128, 2, 4, context_length=32, text_width=128, text_layers=2, text_heads=4, embed_dim=128,
-                       stem="conv"),
+    "cpu": TowerConfig(64, 16, 128, 2, 4, context_length=32, text_width=128, text_layers=0, text_heads=0, embed_dim=128,
+                       stem="conv", text_kind="bag"),
+    # the same with the paper's kind of text tower (2 layers): what the bag replaced, kept to measure against
+    "cpu_transformer": TowerConfig(64, 16, 128, 2, 4, context_length=32, text_width=128, text_layers=2, text_heads=4,
+                                   embed_dim=128, stem="conv"),
     "S": TowerConfig(224, 16, 384, 12, 12, **_TEXT_PAPER),   # MoCo-v3 ViT-S: 12 heads, not timm's 6
     "B": TowerConfig(224, 16, 768, 12, 12, **_TEXT_PAPER),
     "L": TowerConfig(224, 16, 1024, 24, 16, **_TEXT_PAPER),
@@ -179,10 +189,28 @@ class TextTower(TextTransformer):
         return super().forward(tokens)
 
 # %% ../nbs/04_encoders.ipynb #adfff1b8
-def text_tower(size: str | TowerConfig = "tiny", context_length: int | None = None) -> TextTower:
-    "The text tower of MERU size `size` ('tiny', 'S', 'B', 'L'), optionally at another `context_length`."
+def text_tower(size: str | TowerConfig = "tiny", context_length: int | None = None) -> nn.Module:
+    "The text tower of MERU size `size` ('tiny', 'cpu', 'S', 'B', 'L'), optionally at another `context_length`."
     cfg = tower_config(size, context_length=context_length)
+    if cfg.text_kind == "bag":
+        return BagTextTower(cfg.context_length, cfg.text_width, cfg.vocab_size)
     return TextTower(cfg.context_length, cfg.text_width, cfg.text_layers, cfg.text_heads, cfg.vocab_size)
+
+# %% ../nbs/04_encoders.ipynb #910980f7
+class BagTextTower(nn.Module):
+    "Text features as the LayerNorm of the mean token embedding from SOT to EOT (no attention, no order)."
+    def __init__(self, context_length: int = 77, width: int = 512, vocab_size: int = VOCAB_SIZE):
+        super().__init__()
+        self.context_length, self.vocab_size, self.width = context_length, vocab_size, width
+        self.token_embedding = nn.Embedding(vocab_size, width)   # normal with std 1
+        self.ln_final = nn.LayerNorm(width)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        "Features `(B, width)` of token ids `(B, context_length)`."
+        check_tokens(tokens, self.context_length, self.vocab_size)
+        keep = (torch.arange(tokens.shape[1], device=tokens.device) <= tokens.argmax(-1, keepdim=True)).unsqueeze(-1)
+        mean = (self.token_embedding(tokens) * keep).sum(1) / keep.sum(1)
+        return self.ln_final(mean)
 
 # %% ../nbs/04_encoders.ipynb #95ac9d28
 REFERENCE_TEXT_KEYS = {  # reference name prefix -> open_clip name prefix
