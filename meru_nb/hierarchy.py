@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['ROOT_TEXT', 'is_hyperbolic', 'embed_texts', 'embed_images', 'embed_scenes', 'clip_root', 'generality', 'rankdata',
-           'spearman', 'entailment_score', 'roc_auc', 'caption_pair_metrics', 'meru_traversal', 'clip_traversal',
-           'load_pool', 'traverse', 'traversal_metrics', 'tree_metrics', 'shape_zero_shot', 'hierarchy_report',
-           'plt_axes', 'plot_level_histograms', 'plot_traversal', 'disk_coordinates', 'project2d', 'plot_poincare',
-           'hierarchy_figures']
+           'spearman', 'bootstrap_stat', 'entailment_score', 'roc_auc', 'caption_pair_metrics', 'caption_chain',
+           'chain_order', 'meru_traversal', 'clip_traversal', 'load_pool', 'traverse', 'traversal_metrics',
+           'tree_metrics', 'shape_zero_shot', 'hierarchy_report', 'plt_axes', 'plot_level_histograms', 'plot_traversal',
+           'disk_coordinates', 'project2d', 'plot_poincare', 'hierarchy_figures']
 
 # %% ../nbs/11_hierarchy.ipynb #28d7909d
 import json
@@ -80,11 +80,9 @@ def rankdata(x) -> np.ndarray:
     "Ranks 1..n of the values of `x`, ties given the mean of the ranks they span."
     x = np.asarray(x, dtype=float).ravel()
     order = np.argsort(x, kind="mergesort")
+    _, first, inverse, counts = np.unique(x[order], return_index=True, return_inverse=True, return_counts=True)
     ranks = np.empty(len(x))
-    ranks[order] = np.arange(1, len(x) + 1)
-    _, first, counts = np.unique(x[order], return_index=True, return_counts=True)
-    for start, count in zip(first, counts):   # a run of ties shares the mean of its ranks
-        if count > 1: ranks[order[start:start + count]] = start + (count + 1) / 2
+    ranks[order] = (first + (counts + 1) / 2)[inverse]   # a run of ties shares the mean of the ranks it spans
     return ranks
 
 def spearman(x, y) -> float:
@@ -95,6 +93,16 @@ def spearman(x, y) -> float:
     rx, ry = rankdata(x) - (len(x) + 1) / 2, rankdata(y) - (len(y) + 1) / 2
     den = math.sqrt((rx**2).sum() * (ry**2).sum())
     return float((rx * ry).sum() / den) if den > 0 else math.nan
+
+def bootstrap_stat(stat, n: int, n_boot: int = 500, level: float = 0.95, seed: int = 0) -> list:
+    "Percentile interval [lo, hi] of `stat(idx)` over `n_boot` resamples `idx` of items 0..n-1 (draws it cannot score skipped)."
+    rng, draws = np.random.default_rng(seed), []
+    for _ in range(n_boot):
+        try: draws.append(float(stat(rng.integers(0, n, n))))
+        except ValueError: pass                     # e.g. a resample without positives has no AUC
+    draws = np.array(draws)[np.isfinite(draws)] if draws else np.array([])
+    if len(draws) == 0: return [math.nan, math.nan]
+    return np.quantile(draws, [(1 - level) / 2, (1 + level) / 2]).tolist()
 
 # %% ../nbs/11_hierarchy.ipynb #2b9cb3b9
 def entailment_score(model, a: Tensor, b: Tensor) -> Tensor:
@@ -130,7 +138,7 @@ def _caption_sample(per_level: int = 40, seed: int = 0):
     return [pool.captions[i] for i in keep], [pool.texts[i] for i in keep], [pool.levels[i] for i in keep]
 
 def caption_pair_metrics(model, per_level: int = 40, seed: int = 0, root: Tensor = None) -> dict:
-    "Caption-caption entailment AUC, generic-pair accuracy and Spearman(level, generality) on canonical captions (CLIP root: `root`, else their mean)."
+    "Caption-caption entailment AUC, generic-pair accuracy and Spearman(level, generality) on canonical captions, with bootstrap intervals over the captions (CLIP root: `root`, else their mean)."
     captions, texts, levels = _caption_sample(per_level, seed)
     y = embed_texts(model, texts)
     g = generality(model, y, root).numpy()
@@ -140,8 +148,33 @@ def caption_pair_metrics(model, per_level: int = 40, seed: int = 0, root: Tensor
     lv = np.array(levels)
     generic = truth & (lv[:, None] < lv[None, :])               # a entails b and a is strictly more generic
     ordered = (g[:, None] < g[None, :])[generic]
-    return {"caption_entail_auc": roc_auc(scores[off], truth[off]), "generic_pair_accuracy": float(ordered.mean()),
-            "n_generic_pairs": int(generic.sum()), "pool_level_spearman": spearman(levels, g), "n_pool_captions": len(texts)}
+    auc = lambda i: roc_auc(scores[np.ix_(i, i)][off[np.ix_(i, i)]], truth[np.ix_(i, i)][off[np.ix_(i, i)]])
+    pairs = lambda i: (g[i][:, None] < g[i][None, :])[generic[np.ix_(i, i)]].mean()
+    n = len(texts)
+    return {"caption_entail_auc": roc_auc(scores[off], truth[off]), "caption_entail_auc_ci": bootstrap_stat(auc, n, 200, seed=seed),
+            "generic_pair_accuracy": float(ordered.mean()), "generic_pair_accuracy_ci": bootstrap_stat(pairs, n, 200, seed=seed),
+            "n_generic_pairs": int(generic.sum()), "pool_level_spearman": spearman(levels, g),
+            "pool_level_spearman_ci": bootstrap_stat(lambda i: spearman(lv[i], g[i]), n, seed=seed), "n_pool_captions": n}
+
+# %% ../nbs/11_hierarchy.ipynb #7af2b803
+def caption_chain(obj) -> list:
+    "Captions of levels 0..4 true of a scene holding `obj`, each entailing the next: root, category, class, + colour, + size."
+    category = SHAPES.ancestors(obj.shape)[0]
+    return [ROOT, Caption([Part(shape=category)]), Caption([Part(shape=obj.shape)]),
+            Caption([Part(shape=obj.shape, colour=obj.colour)]), Caption([Part(shape=obj.shape, colour=obj.colour, size=obj.size)])]
+
+def chain_order(model, n: int = 100, seed: int = 1) -> dict:
+    "Share of caption pairs of `n` chains (one per single-object scene) whose more generic caption is nearer the root."
+    ds = HierarchicalScenes(n, 8, seed, max_objects=1)
+    chains = [caption_chain(ds.annotation(i)[0].objects[0]) for i in range(n)]
+    texts = [caption_text(c) for chain in chains for c in chain]
+    y = embed_texts(model, texts)
+    root = None if is_hyperbolic(model) else embed_texts(model, [caption_text(ROOT)])[0]
+    g = generality(model, y, root).numpy().reshape(n, 5)
+    a, b = np.triu_indices(5, 1)
+    ordered = (g[:, a] < g[:, b]).mean(1)                      # per chain, share of its 10 pairs in order
+    return {"chain_order_rate": float(ordered.mean()), "chain_order_rate_ci": bootstrap_stat(lambda k: ordered[k].mean(), n, seed=seed),
+            "n_chains": n}
 
 # %% ../nbs/11_hierarchy.ipynb #50fecce0
 def _unique(seq) -> list:
@@ -209,18 +242,24 @@ def traverse(model, images: Tensor, texts: list, steps: int = 50, root_text: str
 
 # %% ../nbs/11_hierarchy.ipynb #35f085a6
 def traversal_metrics(sequences: list, scenes: list, pool_texts: list, pool_captions: list) -> dict:
-    "Describes rate, generic-step rate, entailed-step rate and mean length of traversals over a captioned pool."
+    "Describes rate, generic-step rate, entailed-step rate (each with a bootstrap interval over the traversals) and mean length."
     caption_of = dict(zip(pool_texts, pool_captions)) | {ROOT_TEXT: ROOT}
-    true, steps, generic, entailed = [], 0, 0, 0
+    counts = []   # per traversal: captions true of the image, captions, steps, generic steps, entailed steps
     for seq, scene in zip(sequences, scenes, strict=True):
         caps = [caption_of[t] for t in seq]
-        true += [describes(c, scene) for t, c in zip(seq, caps) if t != ROOT_TEXT]
-        for a, b in zip(caps, caps[1:]):
-            steps, generic, entailed = steps + 1, generic + (level(b) < level(a)), entailed + entails(b, a)
-    return {"traversal_describes_rate": float(np.mean(true)) if true else math.nan,
-            "traversal_generic_step_rate": generic / steps if steps else math.nan,
-            "traversal_entailed_step_rate": entailed / steps if steps else math.nan,
-            "traversal_mean_length": float(np.mean([len(s) for s in sequences])) if sequences else math.nan}
+        true = [describes(c, scene) for t, c in zip(seq, caps) if t != ROOT_TEXT]
+        pairs = list(zip(caps, caps[1:]))
+        counts.append((sum(true), len(true), len(pairs), sum(level(b) < level(a) for a, b in pairs),
+                       sum(entails(b, a) for a, b in pairs)))
+    c = np.array(counts, dtype=float).reshape(-1, 5)
+    rate = lambda num, den: (lambda i: c[i, num].sum() / c[i, den].sum() if c[i, den].sum() else math.nan)
+    rates = {"traversal_describes_rate": rate(0, 1), "traversal_generic_step_rate": rate(3, 2),
+             "traversal_entailed_step_rate": rate(4, 2)}
+    every = np.arange(len(c))
+    out = {}
+    for name, f in rates.items():
+        out[name], out[name + "_ci"] = f(every), bootstrap_stat(f, len(c)) if len(c) else [math.nan, math.nan]
+    return {**out, "traversal_mean_length": float(np.mean([len(s) for s in sequences])) if sequences else math.nan}
 
 # %% ../nbs/11_hierarchy.ipynb #e35f3e3f
 def _above(tree: Taxonomy, node: str) -> set:
@@ -249,13 +288,9 @@ def tree_metrics(tree: Taxonomy, predicted: list, true: list) -> dict:
 
 # %% ../nbs/11_hierarchy.ipynb #157cd6e2
 def shape_zero_shot(model, n: int = 200, image_size: int = None, seed: int = 1) -> tuple:
-    "Zero-shot shape leaves for `n` one-object scenes: (predicted, true) label lists."
-    classes = SHAPES.leaves
-    y = embed_texts(model, [caption_text(Caption([Part(shape=s)])) for s in classes])
-    ds = HierarchicalScenes(n, _image_size(model, image_size), seed, max_objects=1)
-    x = embed_images(model, torch.stack([ds[i][0] for i in range(n)]))
-    scores = -pairwise_dist(x, y, _curv(model)) if is_hyperbolic(model) else x @ y.T
-    return [classes[i] for i in scores.argmax(1).tolist()], [ds.annotation(i)[0].objects[0].shape for i in range(n)]
+    "Zero-shot shape leaves of `n` one-object scenes by chapter 08's protocol (`zero_shot_builtin`): (predicted, true) labels."
+    r = evaluation.zero_shot_builtin(model, n, _image_size(model, image_size), seed, attribute="shape")
+    return [r["leaves"][k] for k in r["pred"]], [r["leaves"][k] for k in r["target"]]
 
 # %% ../nbs/11_hierarchy.ipynb #779c1acb
 def _jsonable(value):
@@ -267,7 +302,7 @@ def _jsonable(value):
     return value
 
 def hierarchy_report(model, n: int = 200, image_size: int = None, seed: int = 1, n_traverse: int = 24,
-                     steps: int = 50, n_zero_shot: int = 200, per_level: int = 40,
+                     steps: int = 50, n_zero_shot: int = 200, per_level: int = 40, n_chains: int = 100,
                      pool_attributes=("shape", "colour", "size", "position")) -> dict:
     "Every hierarchy measurement of `model` on `n` held-out built-in scenes, as a JSON-ready dict (keys above)."
     if n < 2: raise ValueError(f"`n` must be at least 2, got {n}")
@@ -277,18 +312,21 @@ def hierarchy_report(model, n: int = 200, image_size: int = None, seed: int = 1,
     y_pool = embed_texts(model, pool.texts)
     root = None if is_hyperbolic(model) else clip_root(y_pool)
     g_txt, g_img = generality(model, s["y_txt"], root), generality(model, s["x_img"], root)
-    levels = np.array(s["levels"])
+    levels, g_np = np.array(s["levels"]), g_txt.numpy()
     truth = np.array([[describes(c, scene) for scene in s["scenes"]] for c in s["captions"]])
     scores = entailment_score(model, s["y_txt"][:, None], s["x_img"][None, :]).numpy()
     seqs = traverse(model, s["images"][:n_traverse], pool.texts, steps, y_txt=y_pool, root=root)
     report = {"kind": "meru" if is_hyperbolic(model) else "clip", "n": n, "image_size": int(s["images"].shape[-1]),
               "seed": seed, "pool_size": len(pool),
               "level_spearman": spearman(levels, g_txt),
+              "level_spearman_ci": bootstrap_stat(lambda k: spearman(levels[k], g_np[k]), n, seed=seed),
               "generality_by_level": [g_txt[torch.from_numpy(levels == l)].mean().item() if (levels == l).any() else None
                                       for l in range(5)],
               "image_generality": g_img.mean().item(), "text_generality": g_txt.mean().item(),
               "image_beyond_caption_rate": (g_img > g_txt).float().mean().item(),
               "image_entail_auc": roc_auc(scores, truth),
+              "image_entail_auc_ci": bootstrap_stat(lambda k: roc_auc(scores[np.ix_(k, k)], truth[np.ix_(k, k)]), n, 200, seed=seed),
+              **chain_order(model, n_chains, seed),
               **caption_pair_metrics(model, per_level, seed, root),
               **traversal_metrics(seqs, s["scenes"][:n_traverse], pool.texts, pool.captions),
               "shape_tree": tree_metrics(SHAPES, *shape_zero_shot(model, n_zero_shot, image_size, seed))}

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import _cpu_model
+from .data import SHAPES, _cpu_model
 from .evaluation import load_model, model_kind, zero_shot_builtin
-from .hierarchy import hierarchy_figures, hierarchy_report
+from .hierarchy import hierarchy_figures, hierarchy_report, tree_metrics
 from .probe import probe_builtin
 from .retrieval import retrieval_builtin
 
@@ -39,6 +39,19 @@ def _scalars(metrics: dict, drop=("pred", "target", "templates")) -> dict:
     if "pred" in metrics and "target" in metrics:
         out["correct"] = [int(p == t) for p, t in zip(metrics["pred"], metrics["target"])]
         out["top1_ci"] = bootstrap_ci(out["correct"])
+    return out
+
+def _with_tree(metrics: dict) -> dict:
+    "Zero-shot shape `metrics` as `_scalars` gives them, plus chapter 11's tree metrics of the same predictions."
+    leaves = metrics["leaves"]
+    tree = tree_metrics(SHAPES, [leaves[k] for k in metrics["pred"]], [leaves[k] for k in metrics["target"]])
+    return {**_scalars(metrics), "tree": tree}
+
+def _with_intervals(metrics: dict) -> dict:
+    "Retrieval `metrics` with each recall's per-query hits as `<name>_items` and their 95 % interval as `<name>_ci`."
+    out = {k: v for k, v in metrics.items() if k != "hits"}
+    for name, items in metrics["hits"].items():
+        out[name + "_items"], out[name + "_ci"] = items, bootstrap_ci(items)
     return out
 
 # %% ../nbs/14_report.ipynb #ec9244b5
@@ -66,9 +79,9 @@ def evaluate_run(run_dir, n_zero_shot: int = 600, n_retrieval: int = 500, n_prob
     model = load_model(run_dir)
     kind = model_kind(model)
     read = lambda name: json.loads((run_dir / name).read_text()) if (run_dir / name).is_file() else None
-    tasks = {"zero_shot_shape": lambda: _scalars(zero_shot_builtin(model, n_zero_shot, seed=seed, attribute="shape")),
+    tasks = {"zero_shot_shape": lambda: _with_tree(zero_shot_builtin(model, n_zero_shot, seed=seed, attribute="shape")),
              "zero_shot_colour": lambda: _scalars(zero_shot_builtin(model, n_zero_shot, seed=seed + 1, attribute="colour")),
-             "retrieval": lambda: retrieval_builtin(model, n_retrieval, seed=seed + 2),
+             "retrieval": lambda: _with_intervals(retrieval_builtin(model, n_retrieval, seed=seed + 2, hits=True)),
              "probe": lambda: _scalars(probe_builtin(model, n_probe, n_probe // 2, seed=seed + 3)),
              "hierarchy": lambda: hierarchy_report(model, n_hierarchy, seed=seed + 5)}
     results = {"kind": kind, "run_dir": str(run_dir), "config": read("config.json"), "training": read("summary.json"),
@@ -89,12 +102,14 @@ def evaluate_run(run_dir, n_zero_shot: int = 600, n_retrieval: int = 500, n_prob
 # %% ../nbs/14_report.ipynb #dce5a754
 HEADLINE = [("zero-shot shape, top-1 %", ("zero_shot_shape", "top1"), 100),
             ("zero-shot shape, mean per class %", ("zero_shot_shape", "mean_per_class"), 100),
+            ("zero-shot shape, mean tree-induced error (edges)", ("zero_shot_shape", "tree", "tie"), 1),
             ("zero-shot colour, top-1 %", ("zero_shot_colour", "top1"), 100),
             ("retrieval image→text R@1 %", ("retrieval", "i2t_R@1"), 100),
             ("retrieval text→image R@1 %", ("retrieval", "t2i_R@1"), 100),
             ("linear probe, shape %", ("probe", "top1"), 100),
             ("generality Spearman (level vs distance)", ("hierarchy", "level_spearman"), 1),
             ("more generic of an entailing pair, %", ("hierarchy", "generic_pair_accuracy"), 100),
+            ("caption chains ordered generic first, % (CLIP root: 'an image')", ("hierarchy", "chain_order_rate"), 100),
             ("entailment AUC, caption → image", ("hierarchy", "image_entail_auc"), 1),
             ("entailment AUC, caption → caption", ("hierarchy", "caption_entail_auc"), 1),
             ("traversal texts true of the image, %", ("hierarchy", "traversal_describes_rate"), 100),
@@ -111,7 +126,8 @@ def lookup(results: dict, path: tuple):
 def _interval(results: dict, path: tuple, scale: float):
     "The 95 % interval stored beside the metric at `path` (its `<name>_ci`), scaled, or None."
     ci = lookup(results, path[:-1] + (path[-1] + "_ci",))
-    return None if ci is None else [round(c * scale, 1) for c in ci]
+    if ci is None or any(c is None for c in ci): return None   # no interval, or one that could not be computed
+    return [round(c * scale, 3 if scale == 1 else 1) for c in ci]
 
 def compare(runs: dict) -> list:
     "Rows [label, value of each run...] of the HEADLINE metrics for `runs` = {name: results}; 'v [lo, hi]' where an interval is known."
@@ -129,8 +145,8 @@ def differences(a: dict, b: dict) -> list:
     "Rows [label, a - b, its paired 95 % interval] for the metrics both results hold per item (in points)."
     rows = []
     for label, path, scale in HEADLINE:
-        if path[-1] != "top1": continue
-        ca, cb = lookup(a, path[:-1] + ("correct",)), lookup(b, path[:-1] + ("correct",))
+        items = path[:-1] + ("correct",) if path[-1] == "top1" else path[:-1] + (path[-1] + "_items",)
+        ca, cb = lookup(a, items), lookup(b, items)
         if ca is None or cb is None or len(ca) != len(cb): continue
         lo, hi = bootstrap_ci(ca, cb)
         rows.append([label, round(100 * (np.mean(ca) - np.mean(cb)), 1), [round(100 * lo, 1), round(100 * hi, 1)]])
@@ -145,15 +161,23 @@ def goals(meru: dict, clip: dict) -> dict:
     times_chance = [min(r_i2t[k] / max(chance[k].get("i2t_R@1", 1), 1e-9), r_t2i[k] / max(chance[k].get("t2i_R@1", 1), 1e-9))
                     for k in range(2)]
     ret = [(a + b) / 2 for a, b in zip(r_i2t, r_t2i)]
-    rho = get(("hierarchy", "level_spearman"))
+    rho, rho_ci = get(("hierarchy", "level_spearman")), get(("hierarchy", "level_spearman_ci"))
+    auc_cc, auc_ci = get(("hierarchy", "caption_entail_auc")), get(("hierarchy", "image_entail_auc"))
+    describes_rate = get(("hierarchy", "traversal_describes_rate"))
+    known = lambda *vs: all(v is not None for v in vs)   # a metric that could not be computed meets no goal
+    apart = known(rho_ci[0], rho_ci[1]) and known(*rho_ci[0], *rho_ci[1]) and rho_ci[0][0] > rho_ci[1][1]
+    above = lambda pair: known(*pair) and pair[0] > pair[1]
     return {"zero-shot shape >= 80% for both": (min(zs) >= 0.8, zs),
             "zero-shot colour >= 95% for both": (min(zc) >= 0.95, zc),
             "retrieval R@1 >= 3x chance both ways, for both": (min(times_chance) >= 3, times_chance),
             "linear probe of shape >= 90% for both": (min(probe) >= 0.9, probe),
             "MERU within 2 points of CLIP, zero-shot shape": (zs[0] >= zs[1] - 0.02, zs),
             "MERU within 2 points of CLIP, retrieval (mean R@1)": (ret[0] >= ret[1] - 0.02, ret),
-            "MERU generality Spearman >= 0.7": (rho[0] >= 0.7, rho[0]),
-            "MERU generality Spearman above CLIP's": (rho[0] > rho[1], rho)}
+            "MERU generality Spearman >= 0.7": (known(rho[0]) and rho[0] >= 0.7, rho[0]),
+            "MERU generality Spearman above CLIP's, 95 % intervals apart": (above(rho) and apart, rho),
+            "MERU caption→caption entailment AUC above CLIP's": (above(auc_cc), auc_cc),
+            "MERU caption→image entailment AUC above CLIP's": (above(auc_ci), auc_ci),
+            "MERU traversal texts true of the image >= 50%": (known(describes_rate[0]) and describes_rate[0] >= 0.5, describes_rate[0])}
 
 
 # %% ../nbs/14_report.ipynb #19ee77ad

@@ -41,18 +41,19 @@ def _hits(scores: Tensor, relevant: Tensor, k: int, chunk: int = 1024) -> Tensor
         out.append(relevant[i:i + chunk].gather(1, top).any(1))
     return torch.cat(out)
 
-def recall_at_k(scores: Tensor, relevant: Tensor, ks=(1, 5, 10)) -> dict:
-    "Recall@K both ways from image-by-text `scores` and the relevance matrix: {'i2t_R@K': ..., 't2i_R@K': ...}."
+def recall_at_k(scores: Tensor, relevant: Tensor, ks=(1, 5, 10), hits: bool = False) -> dict:
+    "Recall@K both ways from image-by-text `scores` and the relevance matrix: {'i2t_R@K': ..., 't2i_R@K': ...}; `hits`: also each query's 0/1."
     if scores.shape != relevant.shape or scores.ndim != 2:
         raise ValueError(f"scores {tuple(scores.shape)} and relevance {tuple(relevant.shape)} must be the same (N_I, N_T)")
     if not relevant.any(1).all() or not relevant.any(0).all():
         raise ValueError("every image needs at least one relevant caption and every caption one relevant image")
     scores, relevant = scores.float(), relevant.bool()
-    out = {}
+    out, per_query = {}, {}
     for k in ks:
-        out[f"i2t_R@{k}"] = _hits(scores, relevant, k).float().mean().item()
-        out[f"t2i_R@{k}"] = _hits(scores.T, relevant.T, k).float().mean().item()
-    return out
+        for name, (sc, rel) in ((f"i2t_R@{k}", (scores, relevant)), (f"t2i_R@{k}", (scores.T, relevant.T))):
+            h = _hits(sc, rel, k)
+            out[name], per_query[name] = h.float().mean().item(), h.int().tolist()
+    return {**out, "hits": per_query} if hits else out
 
 # %% ../nbs/09_retrieval.ipynb #3834e21d
 def chance_recall(relevant: Tensor, ks=(1, 5, 10)) -> dict:
@@ -67,8 +68,8 @@ def chance_recall(relevant: Tensor, ks=(1, 5, 10)) -> dict:
 
 # %% ../nbs/09_retrieval.ipynb #cef0bb55
 def retrieval(model, images, captions: list[list[str]], ks=(1, 5, 10), batch_size: int = 256, device=None,
-              progress: bool = False, relevant: Tensor | None = None) -> dict:
-    "Recall@K both ways for `images` (tensor or dataset, in order) and their `captions` (a list per image)."
+              progress: bool = False, relevant: Tensor | None = None, hits: bool = False) -> dict:
+    "Recall@K both ways for `images` (tensor or dataset, in order) and their `captions` (a list per image); `hits`: per query too."
     if len(captions) != len(images):
         raise ValueError(f"{len(captions)} caption lists for {len(images)} images")
     if any(len(c) == 0 for c in captions): raise ValueError("every image needs at least one caption")
@@ -77,7 +78,7 @@ def retrieval(model, images, captions: list[list[str]], ks=(1, 5, 10), batch_siz
     x_img = embed_images(model, images, batch_size, device, progress)
     y_txt = embed_texts(model, texts, batch_size, device, progress)
     relevant = relevance(txt_to_img, len(captions)) if relevant is None else relevant
-    return {**recall_at_k(scores(model, x_img, y_txt), relevant, ks), "n_images": len(captions), "n_texts": len(texts)}
+    return {**recall_at_k(scores(model, x_img, y_txt), relevant, ks, hits), "n_images": len(captions), "n_texts": len(texts)}
 
 # %% ../nbs/09_retrieval.ipynb #53de5b3d
 class RetrievalSet(NamedTuple):
