@@ -13,11 +13,12 @@ HTML   := $(BOOK)/_build/html
 # Tools installed in the venv come first on PATH (the book's kernel, nbdev, pytest).
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help run test install pytest nbtest export-check book clean
+.PHONY: help run study test install pytest nbtest export-check book clean
 
 help:
 	@echo "make run    train MERU and CLIP on the built-in scenes (papermill), evaluate both, build the book"
 	@echo "make test   pytest, notebook tests, export check and the book build"
+	@echo "make study  MERU's entailment weight: 5 values x 3 seeds at the make run budget (~50 min on 2 cores)"
 
 ## Install: a fresh venv with the package (editable) and the dev extras.
 $(STAMP): pyproject.toml
@@ -48,6 +49,11 @@ run: install
 	@echo
 	@echo "The runs:    $(abspath $(RUNS))"
 	@echo "The book:    $(abspath $(HTML))/index.html"
+
+## The lambda study (chapter 07a): 16 runs, two at a time; writes nbs/results/lambda_study.json.
+## Finished runs in $(RUNS)/study are kept, so an interrupted study continues where it stopped.
+study: install
+	$(BIN)/python -c "import sys; from meru_nb.study import main; sys.exit(main())" --out nbs/results/lambda_study.json --work-dir $(RUNS)/study
 
 ## The test command: everything CI checks.
 test: install export-check pytest nbtest book
