@@ -61,3 +61,23 @@ def test_every_notebook_is_a_chapter_or_a_run_notebook():
     toc = set(re.findall(r"(?:root|file):\s*nbs/(\S+)", (ROOT / "_toc.yml").read_text()))
     outside = {p.stem for p in (ROOT / "nbs").glob("[0-9]*.ipynb")} - toc
     assert outside and all(re.match(r"2\d_", name) for name in outside), outside
+
+
+def _write(path: Path, cells):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+
+
+def test_reuse_fills_only_chapters_whose_code_is_unchanged(tmp_path):
+    "make run's book: outputs come from the executed copy when the code matches; changed, skipped or missing chapters stay as they are."
+    done = dict(code("x = 1"), outputs=[{"output_type": "stream", "name": "stdout", "text": "1\n"}], execution_count=1)
+    md = {"cell_type": "markdown", "metadata": {}, "source": "text"}
+    for name, src in (("same", "x = 1"), ("changed", "x = 2"), ("skipped", "x = 1"), ("new", "x = 1")):
+        _write(tmp_path / "dest" / "nbs" / f"{name}.ipynb", [md, code(src)])
+    for name in ("same", "changed", "skipped"):
+        _write(tmp_path / "old" / "nbs" / f"{name}.ipynb", [md, done])
+    filled, left = stage_book.reuse(tmp_path / "dest", tmp_path / "old", skip={"nbs/skipped.ipynb"})
+    assert filled == ["nbs/same.ipynb"] and left == ["nbs/changed.ipynb", "nbs/new.ipynb"]
+    read = lambda name: json.loads((tmp_path / "dest" / "nbs" / f"{name}.ipynb").read_text())["cells"][1]
+    assert read("same")["outputs"] == done["outputs"] and read("same")["execution_count"] == 1
+    assert read("changed")["outputs"] == [] and read("skipped")["outputs"] == [] and read("new")["outputs"] == []

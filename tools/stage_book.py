@@ -19,7 +19,13 @@ The book's notebooks are executed once, in place, between the two steps (by `nbd
 in parallel: the chapter tests and the book's outputs are the same run), then built by Jupyter Book
 with execution off.
 
+`make run` only re-executes the results chapter, the one page that depends on its runs. Its `reuse`
+step gives every other staged chapter the outputs of an executed copy (the last `make book`'s) when
+that copy's code is the same, and reports the chapters it could not fill, which the book then shows
+unexecuted.
+
 Usage: python tools/stage_book.py DEST [copy|transform|all]
+       python tools/stage_book.py DEST reuse EXECUTED_BOOK [CHAPTER_TO_SKIP ...]
 """
 import json
 import re
@@ -96,16 +102,49 @@ def transform(dest: Path):
     print(f"staged {len(notebooks)} notebooks in {dest}")
 
 
-def main(dest, step: str = "all"):
+def _code(nb: dict) -> list:
+    "The code of each cell, as text: what must match for outputs to be reused."
+    return [(c["cell_type"], "".join(c["source"]) if isinstance(c["source"], list) else c["source"]) for c in nb["cells"]]
+
+
+def reuse(dest: Path, executed: Path, skip=()) -> tuple:
+    "Copy outputs into the staged chapters of `dest` from their executed copies in `executed` when the code matches."
+    filled, left = [], []
+    for nb_path in sorted((dest / "nbs").rglob("*.ipynb")):
+        rel = nb_path.relative_to(dest).as_posix()
+        if rel in skip:
+            continue
+        old_path = executed / rel
+        nb = json.loads(nb_path.read_text(encoding="utf-8"))
+        old = json.loads(old_path.read_text(encoding="utf-8")) if old_path.is_file() else None
+        if old is None or _code(old) != _code(nb) or not any(c.get("outputs") for c in old["cells"]):
+            left.append(rel)
+            continue
+        for cell, done in zip(nb["cells"], old["cells"]):
+            if cell["cell_type"] == "code":
+                cell["outputs"], cell["execution_count"] = done.get("outputs", []), done.get("execution_count")
+        nb_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        filled.append(rel)
+    print(f"reused the outputs of {len(filled)} chapters from {executed}"
+          + (f"; shown unexecuted (run `make book` to execute them): {', '.join(left)}" if left else ""))
+    return filled, left
+
+
+def main(dest, step: str = "all", *args):
     "`copy` the sources, `transform` them (after they were executed in place), or do `all` at once."
     dest = Path(dest)
     if step in ("copy", "all"):
         copy_sources(dest)
     if step in ("transform", "all"):
         transform(dest)
+    if step == "reuse":
+        reuse(dest, Path(args[0]), set(args[1:]))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (2, 3) or (len(sys.argv) == 3 and sys.argv[2] not in ("copy", "transform", "all")):
-        sys.exit(__doc__.strip().splitlines()[-1])
+    usage = "\n".join(__doc__.strip().splitlines()[-2:])
+    if len(sys.argv) < 2 or (len(sys.argv) > 2 and sys.argv[2] not in ("copy", "transform", "all", "reuse")):
+        sys.exit(usage)
+    if (len(sys.argv) > 2 and sys.argv[2] == "reuse") != (len(sys.argv) > 3):
+        sys.exit(usage)
     main(*sys.argv[1:])
