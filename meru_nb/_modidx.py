@@ -269,6 +269,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'meru_nb.models.MERU.encode_image': ('models.html#meru.encode_image', 'meru_nb/models.py'),
                                 'meru_nb.models.MERU.encode_text': ('models.html#meru.encode_text', 'meru_nb/models.py'),
                                 'meru_nb.models.MERU.forward': ('models.html#meru.forward', 'meru_nb/models.py'),
+                                'meru_nb.models.MERU.loss_terms': ('models.html#meru.loss_terms', 'meru_nb/models.py'),
                                 'meru_nb.models.PixelTower': ('models.html#pixeltower', 'meru_nb/models.py'),
                                 'meru_nb.models.PixelTower.__init__': ('models.html#pixeltower.__init__', 'meru_nb/models.py'),
                                 'meru_nb.models.PixelTower.forward': ('models.html#pixeltower.forward', 'meru_nb/models.py'),

@@ -172,14 +172,19 @@ class MERU(CLIPBaseline):
         self.textual_alpha.clamp_(max=0.0)
         self.curv.clamp_(math.log(self.curv_init / 10), math.log(self.curv_init * 10))
 
-    def forward(self, images: Tensor, tokens: Tensor) -> dict:
-        "Loss and logged scalars for a batch of paired images and tokens."
-        x_img, y_txt = self.encode_image(images), self.encode_text(tokens)
+    def loss_terms(self, x_img: Tensor, y_txt: Tensor) -> tuple:
+        "The contrastive and the entailment loss of lifted image and text embeddings, each with its graph."
         c, s = self.curvature(), self.logit_scale.float().exp()
         targets = local_targets(len(x_img), x_img.device)
         logits = paired_logits(lambda a, b: -s * pairwise_dist(a, b, c), x_img, y_txt)
         contrastive = symmetric_cross_entropy(*logits, targets)
-        entail = entailment_loss(y_txt, x_img, c)                  # text entails its image, local pairs
+        return contrastive, entailment_loss(y_txt, x_img, c)        # text entails its image, local pairs
+
+    def forward(self, images: Tensor, tokens: Tensor) -> dict:
+        "Loss and logged scalars for a batch of paired images and tokens."
+        x_img, y_txt = self.encode_image(images), self.encode_text(tokens)
+        contrastive, entail = self.loss_terms(x_img, y_txt)
+        c, s = self.curvature(), self.logit_scale.float().exp()
         return {"loss": contrastive + self.entail_weight * entail, "contrastive_loss": contrastive.detach(),
                 "entailment_loss": entail.detach(), "logit_scale": s.detach(), "curv": c.detach(),
                 "visual_alpha": self.visual_alpha.detach().exp(), "textual_alpha": self.textual_alpha.detach().exp()}

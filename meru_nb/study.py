@@ -22,9 +22,6 @@ import torch
 
 from .data import HierarchicalScenes
 from .encoders import tokenize
-from .entailment import entailment_loss
-from .lorentz import pairwise_dist
-from .models import local_targets, paired_logits, symmetric_cross_entropy
 from .report import environment, evaluate_run, lookup
 from .train import TrainConfig, train
 
@@ -33,7 +30,7 @@ LAMBDAS = (0.0, 0.05, 0.1, 0.2, 0.4)   # the weights of the entailment loss comp
 SEEDS = (0, 1, 2)
 MARKS = (25, 50, 100, 200, 400, 700, 1000)   # steps after which a run is measured
 VALIDATION_SEED = 500                   # the measurements' scenes; the test scenes start at 1000
-MIN_RADIUS = 0.1                        # K of the entailment cones (the paper's)
+MIN_RADIUS = 0.1                        # K of the entailment cones (the paper's; the loss's own default)
 
 def recipe(entail_weight: float, seed: int, out_dir, steps: int = 1000, size: str = "cpu") -> TrainConfig:
     "The `make run` recipe (nbs/20_train.ipynb) for MERU with entailment weight `entail_weight` and seed `seed`."
@@ -59,10 +56,8 @@ def measure(model, n: int = 256, seed: int = VALIDATION_SEED) -> dict:
     model.eval()
     try:
         x, y = model.encode_image(images), model.encode_text(tokens)
+        contrastive, entail = model.loss_terms(x, y)                # exactly the terms training uses
         c, s = model.curvature(), model.logit_scale.float().exp()
-        logits = paired_logits(lambda a, b: -s * pairwise_dist(a, b, c), x, y)
-        contrastive = symmetric_cross_entropy(*logits, local_targets(n))
-        entail = entailment_loss(y, x, c, MIN_RADIUS)
         params = [p for p in model.parameters() if p.requires_grad]
         g_cont, g_entail = _grad_norm(contrastive, params), _grad_norm(entail, params)
     finally:
