@@ -47,7 +47,7 @@ def tokenize(texts: str | list[str], context_length: int = 77) -> Tensor:
 # %% ../nbs/04_encoders.ipynb #e515dbd3
 @dataclass(frozen=True)
 class TowerConfig:
-    "Sizes of an image tower, a text tower and the shared embedding (MERU §4)."
+    "Sizes of an image tower, a text tower and the shared embedding, as in MERU (Desai et al., 2023)."
     image_size: int      # input side in pixels
     patch_size: int      # ViT patch side in pixels
     image_width: int     # ViT embedding width
@@ -133,7 +133,7 @@ def sincos_pos_embed(grid: int, width: int, temperature: float = 10000.0, cls_to
 
 # %% ../nbs/04_encoders.ipynb #72a76c8a
 class ImageTower(VisionTransformer):
-    "A timm ViT with a fixed 2-D sin-cos position embedding, LayerNorm eps 1e-5, class-token output (MERU §4)."
+    "A timm ViT with a fixed 2-D sin-cos position embedding, LayerNorm eps 1e-5, class-token output, as in MERU (Desai et al., 2023)."
     def __init__(self, image_size: int = 224, patch_size: int = 16, width: int = 768, depth: int = 12, heads: int = 12,
                  stem: str = "patch"):
         if image_size % patch_size:
@@ -177,7 +177,7 @@ class ConvStem(PatchEmbed):
 
 # %% ../nbs/04_encoders.ipynb #b4e25188
 class TextTower(TextTransformer):
-    "open_clip's causal text transformer, pooled at the EOT token (argmax id), final LayerNorm, no projection (MERU §4)."
+    "open_clip's causal text transformer, pooled at the EOT token (argmax id), final LayerNorm, no projection, as in MERU (Desai et al., 2023)."
     def __init__(self, context_length: int = 77, width: int = 512, layers: int = 12, heads: int = 8, vocab_size: int = VOCAB_SIZE):
         super().__init__(context_length=context_length, vocab_size=vocab_size, width=width, heads=heads, layers=layers,
                          output_dim=None, pool_type="argmax")

@@ -81,3 +81,15 @@ def test_reuse_fills_only_chapters_whose_code_is_unchanged(tmp_path):
     read = lambda name: json.loads((tmp_path / "dest" / "nbs" / f"{name}.ipynb").read_text())["cells"][1]
     assert read("same")["outputs"] == done["outputs"] and read("same")["execution_count"] == 1
     assert read("changed")["outputs"] == [] and read("skipped")["outputs"] == [] and read("new")["outputs"] == []
+
+
+def test_the_book_cites_papers_not_the_developers_notes():
+    "The book's readers do not have the developers' REFERENCE.md: chapters cite the paper or state the fact."
+    import json, re
+    root = Path(__file__).resolve().parent.parent
+    found = []
+    for nb in sorted((root / "nbs").glob("*.ipynb")):
+        for i, cell in enumerate(json.loads(nb.read_text(encoding="utf-8"))["cells"]):
+            text = "".join(cell["source"])
+            found += [f"{nb.name} cell {i}: {m.group(0)}" for m in re.finditer(r"\bREFERENCE(?![_A-Za-z])(\.md)?\s*§?\d*|MERU §\d", text)]
+    assert not found, "\n".join(found)
