@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['ROOT_TEXT', 'is_hyperbolic', 'embed_texts', 'embed_images', 'embed_scenes', 'clip_root', 'generality', 'rankdata',
-           'spearman', 'bootstrap_stat', 'entailment_score', 'roc_auc', 'caption_pair_metrics', 'caption_chain',
-           'chain_order', 'meru_traversal', 'clip_traversal', 'load_pool', 'traverse', 'traversal_metrics',
-           'tree_metrics', 'shape_zero_shot', 'hierarchy_report', 'plt_axes', 'plot_level_histograms', 'plot_traversal',
-           'disk_coordinates', 'project2d', 'plot_poincare', 'hierarchy_figures']
+           'spearman', 'bootstrap_draws', 'percentile_interval', 'bootstrap_stat', 'entailment_score', 'roc_auc',
+           'caption_pair_metrics', 'caption_chain', 'chain_order', 'meru_traversal', 'clip_traversal', 'load_pool',
+           'traverse', 'traversal_metrics', 'tree_metrics', 'shape_zero_shot', 'hierarchy_report', 'plt_axes',
+           'plot_level_histograms', 'plot_traversal', 'disk_coordinates', 'project2d', 'plot_poincare',
+           'hierarchy_figures']
 
 # %% ../nbs/11_hierarchy.ipynb #28d7909d
 import json
@@ -94,15 +95,29 @@ def spearman(x, y) -> float:
     den = math.sqrt((rx**2).sum() * (ry**2).sum())
     return float((rx * ry).sum() / den) if den > 0 else math.nan
 
-def bootstrap_stat(stat, n: int, n_boot: int = 500, level: float = 0.95, seed: int = 0) -> list:
-    "Percentile interval [lo, hi] of `stat(idx)` over `n_boot` resamples `idx` of items 0..n-1 (draws it cannot score skipped)."
+def bootstrap_draws(stat, n: int, n_boot: int = 500, seed: int = 0) -> list:
+    "`stat(idx)` for `n_boot` resamples `idx` of items 0..n-1, nan where a resample cannot be scored (e.g. no positives)."
     rng, draws = np.random.default_rng(seed), []
     for _ in range(n_boot):
-        try: draws.append(float(stat(rng.integers(0, n, n))))
-        except ValueError: pass                     # e.g. a resample without positives has no AUC
-    draws = np.array(draws)[np.isfinite(draws)] if draws else np.array([])
-    if len(draws) == 0: return [math.nan, math.nan]
-    return np.quantile(draws, [(1 - level) / 2, (1 + level) / 2]).tolist()
+        idx = rng.integers(0, n, n)
+        try: draws.append(float(stat(idx)))
+        except ValueError: draws.append(math.nan)
+    return draws
+
+def percentile_interval(draws, level: float = 0.95) -> list:
+    "Percentile interval [lo, hi] of the finite `draws` ([nan, nan] when there are none)."
+    d = np.asarray(draws, dtype=float)
+    d = d[np.isfinite(d)]
+    return np.quantile(d, [(1 - level) / 2, (1 + level) / 2]).tolist() if len(d) else [math.nan, math.nan]
+
+def bootstrap_stat(stat, n: int, n_boot: int = 500, level: float = 0.95, seed: int = 0) -> list:
+    "Percentile interval [lo, hi] of `stat(idx)` over `n_boot` resamples `idx` of items 0..n-1 (draws it cannot score skipped)."
+    return percentile_interval(bootstrap_draws(stat, n, n_boot, seed), level)
+
+def _boot(name: str, stat, n: int, n_boot: int = 500, seed: int = 0) -> dict:
+    "`{name}_ci` and `{name}_draws`: the interval and the draws behind it, which pair with another model's (see below)."
+    draws = bootstrap_draws(stat, n, n_boot, seed)
+    return {f"{name}_ci": percentile_interval(draws), f"{name}_draws": draws}
 
 # %% ../nbs/11_hierarchy.ipynb #2b9cb3b9
 def entailment_score(model, a: Tensor, b: Tensor) -> Tensor:
@@ -151,10 +166,10 @@ def caption_pair_metrics(model, per_level: int = 40, seed: int = 0, root: Tensor
     auc = lambda i: roc_auc(scores[np.ix_(i, i)][off[np.ix_(i, i)]], truth[np.ix_(i, i)][off[np.ix_(i, i)]])
     pairs = lambda i: (g[i][:, None] < g[i][None, :])[generic[np.ix_(i, i)]].mean()
     n = len(texts)
-    return {"caption_entail_auc": roc_auc(scores[off], truth[off]), "caption_entail_auc_ci": bootstrap_stat(auc, n, 200, seed=seed),
-            "generic_pair_accuracy": float(ordered.mean()), "generic_pair_accuracy_ci": bootstrap_stat(pairs, n, 200, seed=seed),
+    return {"caption_entail_auc": roc_auc(scores[off], truth[off]), **_boot("caption_entail_auc", auc, n, 200, seed=seed),
+            "generic_pair_accuracy": float(ordered.mean()), **_boot("generic_pair_accuracy", pairs, n, 200, seed=seed),
             "n_generic_pairs": int(generic.sum()), "pool_level_spearman": spearman(levels, g),
-            "pool_level_spearman_ci": bootstrap_stat(lambda i: spearman(lv[i], g[i]), n, seed=seed), "n_pool_captions": n}
+            **_boot("pool_level_spearman", lambda i: spearman(lv[i], g[i]), n, seed=seed), "n_pool_captions": n}
 
 # %% ../nbs/11_hierarchy.ipynb #7af2b803
 def caption_chain(obj) -> list:
@@ -173,7 +188,7 @@ def chain_order(model, n: int = 100, seed: int = 1) -> dict:
     g = generality(model, y, root).numpy().reshape(n, 5)
     a, b = np.triu_indices(5, 1)
     ordered = (g[:, a] < g[:, b]).mean(1)                      # per chain, share of its 10 pairs in order
-    return {"chain_order_rate": float(ordered.mean()), "chain_order_rate_ci": bootstrap_stat(lambda k: ordered[k].mean(), n, seed=seed),
+    return {"chain_order_rate": float(ordered.mean()), **_boot("chain_order_rate", lambda k: ordered[k].mean(), n, seed=seed),
             "n_chains": n}
 
 # %% ../nbs/11_hierarchy.ipynb #50fecce0
@@ -258,7 +273,8 @@ def traversal_metrics(sequences: list, scenes: list, pool_texts: list, pool_capt
     every = np.arange(len(c))
     out = {}
     for name, f in rates.items():
-        out[name], out[name + "_ci"] = f(every), bootstrap_stat(f, len(c)) if len(c) else [math.nan, math.nan]
+        out[name] = f(every)
+        out.update(_boot(name, f, len(c)) if len(c) else {name + "_ci": [math.nan, math.nan], name + "_draws": []})
     return {**out, "traversal_mean_length": float(np.mean([len(s) for s in sequences])) if sequences else math.nan}
 
 # %% ../nbs/11_hierarchy.ipynb #e35f3e3f
@@ -319,13 +335,13 @@ def hierarchy_report(model, n: int = 200, image_size: int = None, seed: int = 1,
     report = {"kind": "meru" if is_hyperbolic(model) else "clip", "n": n, "image_size": int(s["images"].shape[-1]),
               "seed": seed, "pool_size": len(pool),
               "level_spearman": spearman(levels, g_txt),
-              "level_spearman_ci": bootstrap_stat(lambda k: spearman(levels[k], g_np[k]), n, seed=seed),
+              **_boot("level_spearman", lambda k: spearman(levels[k], g_np[k]), n, seed=seed),
               "generality_by_level": [g_txt[torch.from_numpy(levels == l)].mean().item() if (levels == l).any() else None
                                       for l in range(5)],
               "image_generality": g_img.mean().item(), "text_generality": g_txt.mean().item(),
               "image_beyond_caption_rate": (g_img > g_txt).float().mean().item(),
               "image_entail_auc": roc_auc(scores, truth),
-              "image_entail_auc_ci": bootstrap_stat(lambda k: roc_auc(scores[np.ix_(k, k)], truth[np.ix_(k, k)]), n, 200, seed=seed),
+              **_boot("image_entail_auc", lambda k: roc_auc(scores[np.ix_(k, k)], truth[np.ix_(k, k)]), n, 200, seed=seed),
               **chain_order(model, n_chains, seed),
               **caption_pair_metrics(model, per_level, seed, root),
               **traversal_metrics(seqs, s["scenes"][:n_traverse], pool.texts, pool.captions),

@@ -127,29 +127,43 @@ def _interval(results: dict, path: tuple, scale: float):
     "The 95 % interval stored beside the metric at `path` (its `<name>_ci`), scaled, or None."
     ci = lookup(results, path[:-1] + (path[-1] + "_ci",))
     if ci is None or any(c is None for c in ci): return None   # no interval, or one that could not be computed
-    return [round(c * scale, 3 if scale == 1 else 1) for c in ci]
+    return [c * scale for c in ci]
 
 def compare(runs: dict) -> list:
-    "Rows [label, value of each run...] of the HEADLINE metrics for `runs` = {name: results}; 'v [lo, hi]' where an interval is known."
+    "Rows [label, value of each run...] of the HEADLINE metrics for `runs` = {name: results}: 'v [lo, hi]' (3 decimals for fractions, 1 for %)."
     rows = []
     for label, path, scale in HEADLINE:
+        fmt = (lambda x: f"{x:.3f}") if scale == 1 else (lambda x: f"{x:.1f}")
         cells = []
         for r in runs.values():
             v, ci = lookup(r, path), _interval(r, path, scale)
-            v = None if v is None else round(v * scale, 3 if scale == 1 else 1)
-            cells.append(v if ci is None or v is None else f"{v} [{ci[0]}, {ci[1]}]")
+            cells.append(None if v is None else fmt(v * scale) if ci is None else f"{fmt(v * scale)} [{fmt(ci[0])}, {fmt(ci[1])}]")
         rows.append([label] + cells)
     return rows
 
+def _paired_draws(a: dict, b: dict, path: tuple):
+    "Both runs' bootstrap draws of the metric at `path` (chapter 11's `<name>_draws`) when they pair, else None."
+    da, db = (lookup(r, path[:-1] + (path[-1] + "_draws",)) for r in (a, b))
+    if not da or not db or len(da) != len(db): return None
+    return np.array(da, dtype=float), np.array(db, dtype=float)          # None (a nan draw) becomes nan
+
 def differences(a: dict, b: dict) -> list:
-    "Rows [label, a - b, its paired 95 % interval] for the metrics both results hold per item (in points)."
+    "Rows [label, a - b, its paired 95 % interval], in the metric's units (points for %), for metrics scored per item on the same items."
     rows = []
     for label, path, scale in HEADLINE:
+        digits = 3 if scale == 1 else 1
         items = path[:-1] + ("correct",) if path[-1] == "top1" else path[:-1] + (path[-1] + "_items",)
         ca, cb = lookup(a, items), lookup(b, items)
-        if ca is None or cb is None or len(ca) != len(cb): continue
-        lo, hi = bootstrap_ci(ca, cb)
-        rows.append([label, round(100 * (np.mean(ca) - np.mean(cb)), 1), [round(100 * lo, 1), round(100 * hi, 1)]])
+        if ca is not None and cb is not None and len(ca) == len(cb):          # per-item scores: resample them
+            diff, (lo, hi) = np.mean(ca) - np.mean(cb), bootstrap_ci(ca, cb)
+        elif (draws := _paired_draws(a, b, path)) is not None and None not in (lookup(a, path), lookup(b, path)):
+            d = draws[0] - draws[1]                                          # the same resamples: a paired bootstrap
+            d = d[np.isfinite(d)]
+            if len(d) == 0: continue
+            diff, (lo, hi) = lookup(a, path) - lookup(b, path), np.quantile(d, [0.025, 0.975])
+        else:
+            continue
+        rows.append([label, round(scale * float(diff), digits), [round(scale * float(lo), digits), round(scale * float(hi), digits)]])
     return rows
 
 def goals(meru: dict, clip: dict) -> dict:
