@@ -13,12 +13,13 @@ HTML   := $(BOOK)/_build/html
 # Tools installed in the venv come first on PATH (the book's kernel, nbdev, pytest).
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help run run-book study test install pytest nbtest export-check book clean
+.PHONY: help run run-book study study-steps test install pytest nbtest export-check book clean
 
 help:
 	@echo "make run    train MERU and CLIP on the built-in scenes (papermill), evaluate both, build the book with their results"
 	@echo "make test   pytest, notebook tests, export check and the book build"
-	@echo "make study  MERU's entailment weight: 5 values x 3 seeds at the make run budget (~50 min on 2 cores)"
+	@echo "make study  MERU's entailment weight: 5 values x 3 seeds at 1000 steps (~50 min on 2 cores)"
+	@echo "make study-steps  make run's schedule: MERU and CLIP x 3 seeds at 1500 steps (~45 min on 2 cores)"
 
 ## Install: a fresh venv with the package (editable) and the dev extras.
 $(STAMP): pyproject.toml
@@ -67,6 +68,11 @@ run-book: install
 ## Finished runs in $(RUNS)/study are kept, so an interrupted study continues where it stopped.
 study: install
 	$(BIN)/python -c "import sys; from meru_nb.study import main; sys.exit(main())" --out nbs/results/lambda_study.json --work-dir $(RUNS)/study
+
+## How long make run trains (chapter 07a): MERU and CLIP x 3 seeds at each of study.STEP_BUDGETS steps, on
+## validation scenes; writes nbs/results/steps_study.json. Finished runs in $(RUNS)/steps are kept.
+study-steps: install
+	$(BIN)/python -c "import sys; from meru_nb.study import main; sys.exit(main())" --compare-steps --out nbs/results/steps_study.json --work-dir $(RUNS)/steps
 
 ## The test command: everything CI checks.
 test: install export-check pytest nbtest book
