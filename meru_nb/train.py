@@ -313,6 +313,20 @@ def check_out_dir(cfg: TrainConfig):
                          "choose another `out_dir` or delete that run")
 
 # %% ../nbs/07_train.ipynb #83801719
+def _total_norm(grads: list) -> torch.Tensor:
+    "The 2-norm of all `grads` as one vector, left on the device (no synchronisation)."
+    if hasattr(torch.nn.utils, "get_total_norm"):                  # torch >= 2.6: clip_grad_norm_'s own first half
+        return torch.nn.utils.get_total_norm(grads)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])) if grads else torch.zeros(())
+
+def _clip_to(params: list, max_norm: float, norm: torch.Tensor):
+    "Scale the gradients of `params` by min(1, max_norm / norm): clip_grad_norm_'s second half, given the norm."
+    if hasattr(torch.nn.utils, "clip_grads_with_norm_"):
+        return torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    for p in params:
+        if p.grad is not None: p.grad.mul_(coef.to(p.grad.device))
+
 def _train_step(net, model, batches, optimizer, scheduler, scaler, cfg, precision, device, step) -> dict:
     "One optimizer step over the micro-batches `batches`; returns the mean of the logged scalars."
     ddp = getattr(net, "_orig_mod", net)
@@ -330,20 +344,35 @@ def _train_step(net, model, batches, optimizer, scheduler, scaler, cfg, precisio
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(total)
         total /= dist.get_world_size()
-    record = dict(zip(keys, (total / len(batches)).tolist()))
-    if not math.isfinite(record["loss"]):
-        raise FloatingPointError(f"the loss is {record['loss']} at step {step + 1}: stopping; the last checkpoint "
-                                 f"in {cfg.out_dir!r} is from before it")
     scaler.unscale_(optimizer)
-    max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-    grad_norm = torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_norm)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    norm = _total_norm([p.grad for p in params if p.grad is not None])   # the same on every rank: gradients are reduced
+    values = torch.cat([total / len(batches), norm.detach().float().reshape(1).to(total.device)]).tolist()
+    record, grad_norm = dict(zip(keys, values[:-1])), values[-1]     # the step's one host synchronisation
+    bad = [k for k, v in record.items() if not math.isfinite(v)]
+    if bad or (not math.isfinite(grad_norm) and not scaler.is_enabled()):   # fp16: the scaler skips the step itself
+        _stop_diverged(model, cfg, step, record, bad, grad_norm)
+    if cfg.grad_clip > 0:
+        _clip_to(params, cfg.grad_clip, norm)
     lr = optimizer.param_groups[0]["lr"]
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
     scheduler.step()
     model.clamp_()
-    return {**record, "lr": lr, "grad_norm": float(grad_norm)}
+    return {**record, "lr": lr, "grad_norm": grad_norm}
+
+def _stop_diverged(model, cfg, step: int, record: dict, bad: list, grad_norm: float):
+    "Stop a run whose loss terms `bad` or whose gradient is not finite at `step` (0-based), naming what and what to do."
+    where = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    what = ", ".join([f"{k} = {record[k]}" for k in bad] + ([f"grad_norm = {grad_norm}"] if not math.isfinite(grad_norm) else []))
+    saved = ((f"the last checkpoint in {cfg.out_dir!r} is from before it") if (Path(cfg.out_dir) / "checkpoint.pt").is_file()
+             else f"nothing of the run is saved (no checkpoint yet in {cfg.out_dir!r})")
+    grads = f" (non-finite gradients in {', '.join(where[:3])}{' and others' if len(where) > 3 else ''})" if where else ""
+    raise FloatingPointError(
+        f"the run diverged at step {step + 1}: {what}{grads}; stopping before the optimizer step, so {saved}. "
+        f"Resuming repeats the same steps: start a new run with a lower lr (now {cfg.lr:g}), a longer warmup "
+        f"(now {cfg.warmup_steps}) or grad_clip > 0 (now {cfg.grad_clip:g})")
 
 # %% ../nbs/07_train.ipynb #017aa573
 def _build(cfg: TrainConfig, device: torch.device):

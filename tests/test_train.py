@@ -134,6 +134,23 @@ def test_nan_loss_stops_with_step(tmp_path, monkeypatch):
     assert len(read_log(tmp_path / "run")) == 2
 
 
+def test_divergence_never_reaches_a_checkpoint(tmp_path):
+    "lr 100: a gradient goes non-finite (with a finite loss) a step before the loss would; the run stops there."
+    with pytest.raises(FloatingPointError, match=r"diverged at step \d+: .*grad_norm = nan.*from before it.*lower lr \(now 100\)") as e:
+        train(tiny(tmp_path, steps=6, lr=100.0, warmup_steps=0, ckpt_every=1, grad_clip=0.0))
+    step = int(e.value.args[0].split("diverged at step ")[1].split(":")[0])
+    log = read_log(tmp_path / "run")
+    assert len(log) == step - 1 and all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in log)
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert ckpt["step"] <= step - 1
+    tensors = [v for v in ckpt["model"].values()] + [t for s in ckpt["optimizer"]["state"].values() for t in s.values()
+                                                      if torch.is_tensor(t)]
+    assert tensors and all(torch.isfinite(t).all() for t in tensors if t.is_floating_point())
+    assert not (tmp_path / "run" / "model").exists()
+    with pytest.raises(FloatingPointError, match="nothing of the run is saved"):    # diverged before any checkpoint
+        train(tiny(tmp_path, "early", steps=6, lr=100.0, warmup_steps=0, ckpt_every=4, grad_clip=0.0))
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_low_precision_on_cpu(tmp_path, precision):
     model = train(tiny(tmp_path, steps=2, precision=precision))
