@@ -13,7 +13,7 @@ HTML   := $(BOOK)/_build/html
 # Tools installed in the venv come first on PATH (the book's kernel, nbdev, pytest).
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help run run-book study study-steps test install pytest nbtest export-check book clean
+.PHONY: help run run-book study study-steps test install pytest nbtest export-check book browser clean
 
 help:
 	@echo "make run    train MERU and CLIP on the built-in scenes (papermill), evaluate both, build the book with their results"
@@ -75,7 +75,7 @@ study-steps: install
 	$(BIN)/python -c "import sys; from meru_nb.study import main; sys.exit(main())" --compare-steps --out nbs/results/steps_study.json --work-dir $(RUNS)/steps
 
 ## The test command: everything CI checks.
-test: install export-check pytest nbtest book
+test: install export-check pytest nbtest book browser
 	@echo "make test: all checks passed"
 
 pytest: install
@@ -101,6 +101,11 @@ book: nbtest
 	$(BIN)/python tools/stage_book.py $(BOOK) transform
 	$(BIN)/jupyter-book build $(BOOK) --warningiserror --keep-going --quiet
 	@echo "book built: $(abspath $(HTML))/index.html"
+
+# The built book in headless Chromium with no network: math rendered, images loaded, no nbdev directive,
+# no console error, code within the column (tests/test_book_browser.py; skips without a browser).
+browser: install
+	$(BIN)/python -m pytest -q -m browser tests/test_book_browser.py
 
 clean:
 	rm -rf _build .pytest_cache .hypothesis

@@ -93,3 +93,37 @@ def test_the_book_cites_papers_not_the_developers_notes():
             text = "".join(cell["source"])
             found += [f"{nb.name} cell {i}: {m.group(0)}" for m in re.finditer(r"\bREFERENCE(?![_A-Za-z])(\.md)?\s*§?\d*|MERU §\d", text)]
     assert not found, "\n".join(found)
+
+
+def test_repository_links_appear_only_when_the_url_is_set():
+    "The repository URL lives once in _config.yml; unset, the staged book links nowhere; set, every button points into it."
+    import yaml
+    text = (ROOT / "_config.yml").read_text()
+    assert yaml.safe_load(text)["repository"]["url"] == ""          # the project names no made-up URL
+    unset = yaml.safe_load(stage_book.book_config(text))
+    assert not any(unset["html"][k] for k in ("use_repository_button", "use_issues_button", "use_edit_page_button"))
+    assert "launch_buttons" not in unset or not unset["launch_buttons"].get("colab_url")
+    with_url = text.replace('url: ""', 'url: "https://github.com/someone/meru_nb"')
+    staged = yaml.safe_load(stage_book.book_config(with_url))
+    assert staged["repository"]["url"] == "https://github.com/someone/meru_nb"
+    assert all(staged["html"][k] for k in ("use_repository_button", "use_issues_button", "use_edit_page_button"))
+    assert staged["launch_buttons"]["colab_url"] and staged["launch_buttons"]["binderhub_url"]
+    assert staged["sphinx"] == yaml.safe_load(text)["sphinx"]          # nothing else changes
+    with pytest.raises(SystemExit, match="repository.url"):
+        stage_book.book_config(text.replace('url: ""', 'url: "github.com/someone"'))
+
+
+def test_the_pages_workflow_parses_and_calls_existing_targets():
+    "The publishing workflow cannot run here: it is valid YAML, its make steps are targets of the Makefile, and it deploys what make run builds."
+    import yaml
+    flow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    assert flow[True if True in flow else "on"]["push"]["branches"] == ["main"]    # PyYAML reads the key `on` as True
+    steps = [s for job in flow["jobs"].values() for s in job["steps"]]
+    targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
+    made = [s["run"].split()[1] for s in steps if s.get("run", "").startswith("make ")]
+    assert made == ["book", "run"] and set(made) <= targets
+    uses = {s["uses"].split("@")[0] for s in steps if "uses" in s}
+    assert {"actions/upload-pages-artifact", "actions/deploy-pages"} <= uses
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-pages-artifact"))
+    assert upload["with"]["path"] == "_build/run-book/_build/html"
+    assert "RUN_HTML := $(RUN_BOOK)/_build/html" in (ROOT / "Makefile").read_text() and "RUN_BOOK := _build/run-book" in (ROOT / "Makefile").read_text()

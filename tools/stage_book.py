@@ -79,13 +79,32 @@ def stage_notebook(src: Path, dst: Path):
     dst.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def book_config(text: str) -> str:
+    "The book's `_config.yml` as staged: with `repository.url` set, the links and launch buttons into it are on."
+    import yaml
+    config = yaml.safe_load(text)
+    url = ((config.get("repository") or {}).get("url") or "").strip()
+    if not url:
+        return text                                   # no repository named: nothing links to one
+    if not re.fullmatch(r"https://[\w.-]+/[\w.-]+/[\w.-]+/?", url):
+        raise SystemExit(f"_config.yml: repository.url must look like https://github.com/OWNER/REPO, got {url!r}")
+    html = config.setdefault("html", {})
+    html.update(use_repository_button=True, use_issues_button=True, use_edit_page_button=True)
+    config.setdefault("launch_buttons", {}).update(notebook_interface="classic", colab_url="https://colab.research.google.com",
+                                                   binderhub_url="https://mybinder.org")
+    return yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+
+
 def copy_sources(dest: Path):
-    "Copy the book's configuration and the notebooks of the toc (as they are) into `dest`."
+    "Copy the book's configuration, its extension and the notebooks of the toc (as they are) into `dest`."
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy2(ROOT / name, dest / name)
+    shutil.copy2(ROOT / "_toc.yml", dest / "_toc.yml")
+    (dest / "_config.yml").write_text(book_config((ROOT / "_config.yml").read_text(encoding="utf-8")), encoding="utf-8")
+    (dest / "_ext").mkdir()                       # the book's Sphinx extension and its styles
+    shutil.copy2(ROOT / "tools" / "book_ext.py", dest / "_ext" / "book_ext.py")
+    shutil.copytree(ROOT / "tools" / "book_static", dest / "_ext" / "book_static")
     ignore = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "_*.ipynb", "llms.txt")
     shutil.copytree(ROOT / "nbs", dest / "nbs", ignore=ignore)
     in_book = set(re.findall(r"(?:root|file):\s*(\S+)", (ROOT / "_toc.yml").read_text()))
