@@ -63,7 +63,11 @@ def _geoopt_math():
     "geoopt's Lorentz math functions, imported on first use; quiet about geoopt's use of the deprecated torch.jit.script."
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        import geoopt.manifolds.lorentz.math as lmath
+        try:
+            import geoopt.manifolds.lorentz.math as lmath
+        except ImportError:
+            raise ImportError("the geometry benchmark compares against geoopt, which is not installed: "
+                              "pip install geoopt (it comes with meru_nb[dev])") from None
     return lmath
 
 def _acos_eps(dtype: torch.dtype) -> float:
@@ -428,7 +432,7 @@ def plot_results(results: dict, axes=None):
 def main(argv=None) -> int:
     "Command line: `python -m meru_nb.bench {geometry,data,train} --out PATH [options]`."
     from meru_nb.stepbench import add_train_parser, run_train  # the training-step benchmark (chapter 12a)
-    parser = argparse.ArgumentParser(prog="python -m meru_nb.bench", description="Benchmarks of meru_nb.")
+    parser = argparse.ArgumentParser(prog="meru-nb bench", description="Benchmarks of meru_nb.")
     commands = parser.add_subparsers(dest="command", required=True)
     geo = commands.add_parser("geometry", help="forward + backward of MERU's loss geometry, ours vs geoopt")
     geo.add_argument("--out", type=Path, required=True, help="where to write the JSON results")
@@ -456,6 +460,14 @@ def main(argv=None) -> int:
         loader_throughput(n=args.samples, workers=tuple(args.workers), batch_size=args.batch, path=args.out)
         print(f"wrote {args.out}")
         return 0
+    for name in ("sizes", "dim", "repeats"):
+        values = getattr(args, name) if name == "sizes" else [getattr(args, name)]
+        if any(v < 1 for v in values):
+            raise ValueError(f"--{name} must be positive, got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+    if any(b <= args.compare_up_to for b in args.sizes):
+        _geoopt_math()                                  # missing geoopt: say so before any work starts
     results = bench_geometry(compare_sizes=[b for b in args.sizes if b <= args.compare_up_to],
                              solo_sizes=[b for b in args.sizes if b > args.compare_up_to], dim=args.dim,
                              repeats=args.repeats, warmup=args.warmup, dtype=args.dtype, device=args.device,

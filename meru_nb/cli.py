@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     module, function, _ = COMMANDS[name]
     try:
         status = getattr(importlib.import_module(module), function)(rest)
-    except (ValueError, FileNotFoundError) as e:      # bad input: the message, not a traceback
-        print(f"meru-nb {name}: error: {e}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, NotADirectoryError, ImportError) as e:   # bad input or a missing extra: one line
+        print(f"meru-nb {name}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     return int(status or 0)

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['IMAGENET_TEMPLATES', 'BUILTIN_TEMPLATES', 'TEMPLATES', 'load_model', 'model_kind', 'model_sizes', 'image_batches',
            'embed_images', 'embed_texts', 'origin_distance', 'class_embeddings', 'scores', 'classification_metrics',
-           'with_article', 'builtin_classes', 'zero_shot', 'image_folder', 'folder_classnames', 'zero_shot_folder',
-           'zero_shot_builtin', 'confusion_matrix', 'plot_confusion', 'list_images', 'ImageFiles', 'read_texts',
+           'with_article', 'builtin_classes', 'zero_shot', 'read_texts', 'image_folder', 'folder_classnames',
+           'zero_shot_folder', 'zero_shot_builtin', 'confusion_matrix', 'plot_confusion', 'list_images', 'ImageFiles',
            'write_embeddings', 'embed_main', 'zeroshot_main']
 
 # %% ../nbs/08_zeroshot.ipynb #7ad83d5d
@@ -218,13 +218,33 @@ def zero_shot(model, data, classnames: list[str], templates: list[str], labels: 
     return {**out, "classnames": list(classnames), "templates": list(templates)}
 
 # %% ../nbs/08_zeroshot.ipynb #63aa8ab6
+def _read_image(path):
+    "The image at `path` as RGB, or a ValueError naming the file (PIL's UnidentifiedImageError, a truncated file, ...)."
+    try:
+        return decode_image(Path(path).read_bytes())
+    except Exception as e:
+        raise ValueError(f"{str(path)!r} is not a readable image ({type(e).__name__}): remove it or move it out of the folder") from None
+
+def read_texts(path: str | os.PathLike) -> list[str]:
+    "Texts from a JSON list of strings, or one per non-empty line of a text file."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"text file {str(path)!r} does not exist")
+    if path.suffix.lower() == ".json":
+        texts = json.loads(path.read_text())
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise ValueError(f"{str(path)!r} must hold a JSON list of strings")
+    else:
+        texts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not texts: raise ValueError(f"no texts in {str(path)!r}")
+    return texts
+
 def image_folder(root: str | os.PathLike, image_size: int = 224):
     "A torchvision `ImageFolder` of `root` with the evaluation transform, or a clear error if it holds no images."
     from torchvision.datasets import ImageFolder
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"image folder {str(root)!r} does not exist")
     try:
-        return ImageFolder(str(root), transform=eval_transform(image_size))
+        return ImageFolder(str(root), transform=eval_transform(image_size), loader=_read_image)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"no images in {str(root)!r}: expected one subfolder of images per class ({e})") from None
 
@@ -287,20 +307,7 @@ class ImageFiles(Dataset):
     "Images from a list of paths as float tensors in [0, 1], through `transform`."
     def __init__(self, paths, transform): self.paths, self.transform = list(paths), transform
     def __len__(self): return len(self.paths)
-    def __getitem__(self, i): return self.transform(decode_image(Path(self.paths[i]).read_bytes()))
-
-def read_texts(path: str | os.PathLike) -> list[str]:
-    "Texts from a JSON list of strings, or one per non-empty line of a text file."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"text file {str(path)!r} does not exist")
-    if path.suffix.lower() == ".json":
-        texts = json.loads(path.read_text())
-        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            raise ValueError(f"{str(path)!r} must hold a JSON list of strings")
-    else:
-        texts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not texts: raise ValueError(f"no texts in {str(path)!r}")
-    return texts
+    def __getitem__(self, i): return self.transform(_read_image(self.paths[i]))
 
 # %% ../nbs/08_zeroshot.ipynb #1320d72c
 def write_embeddings(path: str | os.PathLike, emb: Tensor, distances: Tensor | None, names: list[str], meta: dict) -> Path:
@@ -347,9 +354,18 @@ def embed_main(argv: list[str] | None = None) -> int:
     return 0
 
 # %% ../nbs/08_zeroshot.ipynb #af686f6a
-def _read_json_or_list(value: str):
-    "A JSON file's content, or the value itself split on commas."
-    return json.loads(Path(value).read_text()) if Path(value).is_file() else [v.strip() for v in value.split(",")]
+def _read_json_or_list(value: str, option: str):
+    "A JSON file's content, inline JSON (a list or an object), or else the value split on commas."
+    if Path(value).is_file():
+        text = Path(value).read_text()
+    elif value.lstrip().startswith(("[", "{")):
+        text = value
+    else:
+        return [v.strip() for v in value.split(",")]
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{option}: {value!r} is not valid JSON: {e}") from None
 
 def zeroshot_main(argv: list[str] | None = None) -> int:
     "`meru-nb zeroshot`: zero-shot classification of an image folder or of the built-in scenes; returns the exit status 0."
@@ -365,12 +381,15 @@ def zeroshot_main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="write the full result as JSON here")
     a = p.parse_args(argv)
+    if a.builtin is not None and (a.classnames or a.templates != "imagenet"):
+        raise ValueError("--classnames and --templates apply to --folder; --builtin uses the scenes' own shape names "
+                         "and templates")
     model = load_model(a.model, a.kind, a.device)
     if a.builtin is not None:
         result = zero_shot_builtin(model, n=a.builtin, batch_size=a.batch_size)
     else:
-        templates = TEMPLATES[a.templates] if a.templates in TEMPLATES else _read_json_or_list(a.templates)
-        classnames = _read_json_or_list(a.classnames) if a.classnames else None
+        templates = TEMPLATES[a.templates] if a.templates in TEMPLATES else _read_json_or_list(a.templates, "--templates")
+        classnames = _read_json_or_list(a.classnames, "--classnames") if a.classnames else None
         result = zero_shot_folder(model, a.folder, classnames, templates, batch_size=a.batch_size)
     print(json.dumps({k: result[k] for k in ("top1", "top5", "mean_per_class", "n") if k in result}))
     if a.out: Path(a.out).write_text(json.dumps(result, indent=1) + "\n")

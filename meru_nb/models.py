@@ -230,11 +230,34 @@ def load(folder: str | os.PathLike, device="cpu") -> CLIPBaseline:
     for name in ("config.json", "model.safetensors"):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{str(folder / name)!r} not found: `load` expects a folder written by `save`")
-    config = json.loads((folder / "config.json").read_text())
+    config = _read_model_config(folder / "config.json")
     options = {k: config[k] for k in _MERU_OPTIONS if k in config}
-    model = build_model(config["kind"], TowerConfig(**config["towers"]), **options)
-    _load_strict(model, load_file(str(folder / "model.safetensors")), f"the {config['kind']} model of its config.json", folder)
+    try:
+        towers = TowerConfig(**config["towers"])
+        model = build_model(config["kind"], towers, **options)
+    except (TypeError, ValueError) as e:           # an unknown key, or a value of the wrong type or range
+        raise ValueError(f"{str(folder / 'config.json')!r} does not describe a model: {e}") from None
+    try:
+        state = load_file(str(folder / "model.safetensors"))
+    except Exception as e:                          # safetensors' own error type differs between its versions
+        raise ValueError(f"{str(folder / 'model.safetensors')!r} is not a readable safetensors file "
+                         f"(truncated, empty or another format): {e}") from None
+    _load_strict(model, state, f"the {config['kind']} model of its config.json", folder)
     return model.to(device)
+
+def _read_model_config(path: Path) -> dict:
+    "The JSON object of a model's config.json, with its `kind` and `towers` checked, or a ValueError naming the file."
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{str(path)!r} is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{str(path)!r} must hold a JSON object, got a {type(config).__name__}")
+    if config.get("kind") not in MODEL_KINDS:
+        raise ValueError(f"{str(path)!r}: `kind` must be one of {list(MODEL_KINDS)}, got {config.get('kind')!r}")
+    if not isinstance(config.get("towers"), dict):
+        raise ValueError(f"{str(path)!r}: `towers` must be an object of tower sizes, got {config.get('towers')!r}")
+    return config
 
 # %% ../nbs/05_models.ipynb #507465b0
 def _tower_size(state: dict) -> str:
@@ -259,7 +282,7 @@ def from_reference(state: dict) -> dict:
     return out
 
 def to_reference(state: dict) -> dict:
-    "The reference's names for our state dict: text keys renamed back, the causal `attn_mask` added."
+    "The reference's names and shapes for our state dict: text keys renamed back, pixel stats (3, 1, 1), the causal `attn_mask` added."
     ours_to_ref = {v: k for k, v in REFERENCE_TEXT_KEYS.items()}
     out = {}
     for key, value in state.items():
@@ -267,7 +290,7 @@ def to_reference(state: dict) -> dict:
             name = key.removeprefix("textual.")
             prefix = next(p for p in ours_to_ref if name.startswith(p))
             key = "textual." + ours_to_ref[prefix] + name[len(prefix):]
-        out[key] = value
+        out[key] = value.reshape(3, 1, 1) if key in ("pixel_mean", "pixel_std") else value   # the reference's buffer shape
     context = state["textual.positional_embedding"].shape[0]
     out["textual.attn_mask"] = torch.ones(context, context, dtype=torch.bool).triu(1)  # True: may not attend
     return out
@@ -278,7 +301,12 @@ def import_reference(path: str | os.PathLike, size=None) -> tuple:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"reference checkpoint not found: {str(path)!r}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)    # never unpickles code
+    except Exception as e:       # pickle, zip or weights-only errors: not a checkpoint this function reads
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{str(path)!r} is not a reference checkpoint (a torch.save file of tensors): "
+                         f"{type(e).__name__}: {first[:200]}") from None
     state = dict(checkpoint.get("model", checkpoint)) if isinstance(checkpoint, dict) else None
     if not state or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{str(path)!r} holds no state dict of tensors under 'model'")

@@ -230,7 +230,7 @@ class CsvDataset(Dataset):
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f, delimiter=sep)
             missing = [k for k in (image_key, caption_key) if k not in (reader.fieldnames or [])]
-            if missing: raise KeyError(f"{path.name} has no column {missing}; its columns are {reader.fieldnames}")
+            if missing: raise ValueError(f"{str(path)!r} has no column {missing}; its columns are {reader.fieldnames}")
             self.rows = [r for r in (self._row(n, row, image_key, caption_key, path.name)
                                      for n, row in enumerate(reader, start=2)) if r]
         if not self.rows: raise ValueError(f"no valid row in {str(path)!r}: skipped {dict(self.log.counts)}")
@@ -250,7 +250,7 @@ class CsvDataset(Dataset):
             try: img = decode_image(file.read_bytes())
             except Exception as e: self.log.skip("corrupt image", f"row {n}: {file}", e); continue
             return self.transform(img), tokenize(caption, self.context_length)[0]
-        raise RuntimeError(f"no row of {len(self.rows)} has a readable image: skipped {dict(self.log.counts)}")
+        raise ValueError(f"no row of {len(self.rows)} has a readable image: skipped {dict(self.log.counts)}")
 
 # %% ../nbs/06a_pipelines.ipynb #d536920a
 class _Tokenized(Dataset):

@@ -74,8 +74,14 @@ def evaluate_run(run_dir, n_zero_shot: int = 600, n_retrieval: int = 500, n_prob
     "Evaluate the run in `run_dir` on held-out built-in scenes; writes results.json (and figures/) there and returns it."
     from tqdm import tqdm
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NotADirectoryError(f"{str(run_dir)!r} is a file, not a run folder (a folder written by `meru-nb train`)")
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {str(run_dir)!r} does not exist")
+    for name, n, least in (("n_zero_shot", n_zero_shot, 1), ("n_retrieval", n_retrieval, 1), ("n_probe", n_probe, 4),
+                           ("n_hierarchy", n_hierarchy, 2)):
+        if not isinstance(n, int) or n < least:
+            raise ValueError(f"`{name}` (--{name.replace('_', '-')}) must be a whole number of at least {least}, got {n!r}")
     model = load_model(run_dir)
     kind = model_kind(model)
     read = lambda name: json.loads((run_dir / name).read_text()) if (run_dir / name).is_file() else None
@@ -199,12 +205,12 @@ def main(argv=None) -> int:
     "`meru-nb evaluate RUN_DIR`: evaluate a run folder and print the headline numbers."
     parser = argparse.ArgumentParser(prog="meru-nb evaluate", description="Evaluate a training run on held-out built-in scenes.")
     parser.add_argument("run_dir", help="a run folder written by `meru-nb train` (it holds model/)")
-    parser.add_argument("--n-zero-shot", type=int, default=600)
-    parser.add_argument("--n-retrieval", type=int, default=500)
-    parser.add_argument("--n-probe", type=int, default=600)
-    parser.add_argument("--n-hierarchy", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=1000)
-    parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument("--n-zero-shot", type=int, default=600, help="single-object scenes for zero-shot shape and colour")
+    parser.add_argument("--n-retrieval", type=int, default=500, help="scenes (and their most specific captions) for retrieval")
+    parser.add_argument("--n-probe", type=int, default=600, help="scenes to fit the linear probe on (half as many to test it)")
+    parser.add_argument("--n-hierarchy", type=int, default=200, help="scenes for the hierarchy measurements")
+    parser.add_argument("--seed", type=int, default=1000, help="first seed of the held-out scenes (training uses 0, validation 500)")
+    parser.add_argument("--no-figures", action="store_true", help="skip the hierarchy figures")
     args = parser.parse_args(argv)
     results = evaluate_run(args.run_dir, args.n_zero_shot, args.n_retrieval, args.n_probe, args.n_hierarchy,
                            args.seed, figures=not args.no_figures)

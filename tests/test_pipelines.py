@@ -206,7 +206,7 @@ def test_csv_skips_missing_and_empty(tmp_path, sep, name):
 
 def test_csv_columns_root_and_errors(tmp_path):
     path = _table(tmp_path)
-    with pytest.raises(KeyError, match=r"columns are \['filepath', 'title'\]"):
+    with pytest.raises(ValueError, match=r"columns are \['filepath', 'title'\]"):
         CsvDataset(path, image_key="image")
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         CsvDataset(tmp_path / "nope.csv")

@@ -1,6 +1,7 @@
 """The training loop: parameter groups, schedule, exact resume, atomic checkpoints, NaN stop, bad input, learning."""
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -211,3 +212,22 @@ def test_resume_without_checkpoint_starts_afresh(tmp_path):
     (tmp_path / "run" / "log.jsonl").write_text('{"step": 7, "loss": 1.0}\n')   # a run that died before its checkpoint
     train(tiny(tmp_path, steps=2, resume=True))
     assert [r["step"] for r in read_log(tmp_path / "run")] == [1, 2]
+
+
+def test_values_from_text_are_read_as_their_fields_type(tmp_path):
+    "YAML gives '5e-4' as a string and papermill/shells give text: coerced by the field's type, or refused by name."
+    params = tmp_path / "p.yaml"
+    params.write_text("lr: 5e-4\nsteps: '20'\nresume: 'no'\ngrad_clip: 1\nwarmup_steps: 2.0\n")
+    cfg = T.config_from_args(["-f", str(params), "--out-dir", str(tmp_path / "run")])
+    assert (cfg.lr, cfg.steps, cfg.resume, cfg.grad_clip, cfg.warmup_steps) == (5e-4, 20, False, 1.0, 2)
+    assert type(cfg.steps) is int and type(cfg.grad_clip) is float
+    for text, message in [("steps: 5.7", "`steps` must be a whole number, got steps=5.7 in"),
+                          ("steps: five", "`steps` must be a whole number, got steps='five'"),
+                          ("resume: maybe", "`resume` must be true or false"), ("lr: inf", "`lr` must be finite"),
+                          ("steps: true", "`steps` must be a whole number, got steps=True"),
+                          ("out_dir: 3", "`out_dir` must be a string")]:
+        params.write_text(text + "\n")
+        with pytest.raises(ValueError, match=re.escape(message)):
+            T.config_from_args(["-f", str(params)])
+    with pytest.raises(ValueError, match="`lr` must be finite"):
+        TrainConfig(lr=float("nan"))

@@ -1,0 +1,186 @@
+"""Bad input through the real command line: every case a one-line error, exit status 2, no traceback.
+
+Each row of CASES runs `meru-nb ...` in a fresh process (the installed entry point's `main`), two at a
+time, and the tests check: exit status 2, exactly one line on stderr that carries the error and names
+the bad thing (argparse's own usage lines aside), no traceback, and that the run folders a case
+points at are byte for byte as they were. `block` hides modules from the process, as if an optional
+extra were not installed. A row marked `xfail` is a known failure still to fix (strict: it must fail).
+"""
+import concurrent.futures as futures
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from meru_nb.train import TrainConfig, train
+
+DRIVER = ("import os, sys\n"
+          "for m in filter(None, os.environ.get('MERU_NB_BLOCK', '').split(',')): sys.modules[m] = None\n"
+          "from meru_nb.cli import main\nsys.exit(main())")
+
+
+def case(argv, expect, block=(), watch=(), xfail=None):
+    return {"argv": argv, "expect": expect, "block": list(block), "watch": list(watch), "xfail": xfail}
+
+
+def cases(w: Path) -> dict:
+    "The rows: {id: case}, with paths under the prepared folder `w` (see `workspace`)."
+    run, model, out = str(w / "run"), str(w / "run" / "model"), str(w / "out")
+    texts = ["--texts", json.dumps(["a red star"]), "--out", str(w / "emb.npy")]
+    bad_model = lambda name: str(w / "models" / name)
+    return {
+        # training options and parameter files
+        "lr-inf": case(["train", "--lr", "inf", "--out-dir", run], "`lr` must be finite", watch=[run]),
+        "lr-text": case(["train", "--lr", "fast", "--out-dir", out], "invalid float value: 'fast'"),
+        "steps-fraction": case(["train", "--steps", "5.7", "--out-dir", out], "invalid int value: '5.7'"),
+        "resume-maybe": case(["train", "--resume", "maybe", "--out-dir", out], "expected true or false"),
+        "warmup-beyond-steps": case(["train", "--steps", "3", "--out-dir", out], "`warmup_steps` must be in [0, steps=3]"),
+        "yaml-syntax": case(["train", "-f", str(w / "syntax.yaml"), "--out-dir", run], "is not valid YAML", watch=[run]),
+        "yaml-number-as-text": case(["train", "-f", str(w / "text.yaml"), "--out-dir", out], "`lr` must be a number, got lr='abc'"),
+        "yaml-fraction-steps": case(["train", "-f", str(w / "fraction.yaml"), "--out-dir", out], "`steps` must be a whole number, got steps=5.7"),
+        "yaml-list": case(["train", "-f", str(w / "list.yaml"), "--out-dir", out], "must map names to values"),
+        "yaml-unknown-key": case(["train", "-f", str(w / "unknown.yaml"), "--out-dir", out], "unknown parameter(s) ['learning_rate']"),
+        "yaml-missing": case(["train", "-f", str(w / "nowhere.yaml")], "does not exist"),
+        "preset-unknown": case(["train", "--preset", "meru_vit_xl"], "unknown preset 'meru_vit_xl'"),
+        "out-dir-is-a-file": case(["train", "--out-dir", str(w / "file.txt")], "is a file, not a folder", watch=[str(w / "file.txt")]),
+        "device-tpu": case(["train", "--device", "tpu", "--out-dir", run], "`device` must be", watch=[run]),
+        "device-cuda-without-gpu": case(["train", "--device", "cuda", "--out-dir", out], "no usable CUDA GPU",
+                                        xfail=None if not torch.cuda.is_available() else "this machine has a GPU"),
+        "tensorboard-missing": case(["train", "--tensorboard", "true", "--out-dir", run], "needs the tensorboard package",
+                                    block=["torch.utils.tensorboard", "tensorboard"], watch=[run]),
+        "csv-wrong-columns": case(["train", "--data", str(w / "columns.csv"), "--out-dir", out], "has no column ['filepath', 'title']"),
+        "csv-no-readable-image": case(["train", "--data", str(w / "unreadable.csv"), "--out-dir", out], "has a readable image"),
+        "csv-missing": case(["train", "--data", str(w / "nowhere.csv"), "--out-dir", out], "does not exist"),
+        "shards-missing": case(["train", "--data", str(w / "shards" / "{000..002}.tar"), "--out-dir", out], "do not exist"),
+        # models on disk
+        "safetensors-truncated": case(["embed", bad_model("truncated"), *texts], "is not a readable safetensors file"),
+        "safetensors-empty": case(["embed", bad_model("empty"), *texts], "is not a readable safetensors file"),
+        "safetensors-random": case(["embed", bad_model("random"), *texts], "is not a readable safetensors file"),
+        "config-not-json": case(["embed", bad_model("notjson"), *texts], "is not valid JSON"),
+        "config-a-list": case(["embed", bad_model("list"), *texts], "must hold a JSON object"),
+        "config-without-kind": case(["embed", bad_model("nokind"), *texts], "`kind` must be one of"),
+        "config-unknown-key": case(["embed", bad_model("unknownkey"), *texts], "does not describe a model"),
+        "config-text-for-number": case(["embed", bad_model("textnumber"), *texts], "does not describe a model"),
+        "pth-random": case(["embed", str(w / "random.pth"), *texts], "is not a reference checkpoint"),
+        "model-missing": case(["embed", str(w / "nowhere"), *texts], "does not exist"),
+        # evaluation
+        "evaluate-missing": case(["evaluate", str(w / "nowhere")], "does not exist"),
+        "evaluate-a-file": case(["evaluate", str(w / "file.txt")], "is a file, not a run folder"),
+        "evaluate-n-zero-shot-0": case(["evaluate", run, "--n-zero-shot", "0"], "(--n-zero-shot) must be", watch=[run]),
+        "evaluate-n-retrieval-negative": case(["evaluate", run, "--n-retrieval", "-5"], "(--n-retrieval) must be", watch=[run]),
+        "zeroshot-non-image-file": case(["zeroshot", model, "--folder", str(w / "folder")], "bad.png' is not a readable image"),
+        "embed-non-image-file": case(["embed", model, "--images", str(w / "folder"), "--out", str(w / "e.npy")],
+                                     "bad.png' is not a readable image"),
+        "zeroshot-classnames-with-builtin": case(["zeroshot", model, "--builtin", "4", "--classnames", '["a b", "c d"]'],
+                                                 "--classnames and --templates apply to --folder"),
+        "zeroshot-classnames-bad-json": case(["zeroshot", model, "--folder", str(w / "folder"), "--classnames", '["a", "b"'],
+                                             "--classnames: '[\"a\", \"b\"' is not valid JSON"),
+        "retrieval-csv-wrong-columns": case(["retrieval", model, "--csv", str(w / "columns.csv")], "column"),
+        # benchmarks
+        "bench-sizes-negative": case(["bench", "geometry", "--sizes", "-3", "--out", str(w / "b.json")], "--sizes must be positive"),
+        "bench-without-geoopt": case(["bench", "geometry", "--sizes", "4", "--out", str(w / "b.json")], "pip install geoopt",
+                                     block=["geoopt"]),
+    }
+
+
+def digest(path: str) -> dict:
+    "Every file under `path` (or `path` itself) with the sha256 of its bytes."
+    p = Path(path)
+    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file()) if p.exists() else []
+    return {str(q): hashlib.sha256(q.read_bytes()).hexdigest() for q in files}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    "A finished tiny run, broken copies of its model, bad parameter files, tables and image folders."
+    w = tmp_path_factory.mktemp("cli")
+    train(TrainConfig(out_dir=str(w / "run"), steps=2, batch_size=8, warmup_steps=1, ckpt_every=0, progress=False,
+                      device="cpu", precision="fp32", n_samples=32))
+    model = w / "run" / "model"
+    weights = (model / "model.safetensors").read_bytes()
+    config = json.loads((model / "config.json").read_text())
+    broken = {"truncated": (weights[: len(weights) // 3], None), "empty": (b"", None),
+              "random": (os.urandom(4096), None), "notjson": (weights, "{kind: meru"),
+              "list": (weights, "[1, 2]"), "nokind": (weights, json.dumps({k: v for k, v in config.items() if k != "kind"})),
+              "unknownkey": (weights, json.dumps({**config, "towers": {**config["towers"], "wings": 2}})),
+              "textnumber": (weights, json.dumps({**config, "towers": {**config["towers"], "image_width": "wide"}}))}
+    for name, (blob, cfg_text) in broken.items():
+        (w / "models" / name).mkdir(parents=True)
+        (w / "models" / name / "model.safetensors").write_bytes(blob)
+        (w / "models" / name / "config.json").write_text(cfg_text if cfg_text is not None else json.dumps(config))
+    (w / "random.pth").write_bytes(os.urandom(2048))
+    (w / "file.txt").write_text("not a folder\n")
+    for name, text in {"syntax.yaml": "lr: [1, 2\n", "text.yaml": "lr: abc\n", "fraction.yaml": "steps: 5.7\n",
+                       "list.yaml": "- 1\n- 2\n", "unknown.yaml": "learning_rate: 1\n"}.items():
+        (w / name).write_text(text)
+    (w / "columns.csv").write_text("path,caption\na.jpg,a red star\n")
+    (w / "notimage.jpg").write_text("this is text, not a JPEG\n")
+    (w / "unreadable.csv").write_text("filepath,title\nnotimage.jpg,a red star\n")
+    (w / "shards").mkdir()
+    from PIL import Image
+    for label in ("a", "b"):
+        (w / "folder" / label).mkdir(parents=True)
+        Image.new("RGB", (16, 16), (200, 30, 30)).save(w / "folder" / label / "good.png")
+    (w / "folder" / "a" / "bad.png").write_text("not a PNG\n")
+    return w
+
+
+@pytest.fixture(scope="module")
+def outcomes(workspace):
+    "Every case run once, two processes at a time: {id: (returncode, stdout, stderr, digests before, after)}."
+    table = cases(workspace)
+
+    def run(item):
+        name, c = item
+        before = {p: digest(p) for p in c["watch"]}
+        env = {**os.environ, "MERU_NB_BLOCK": ",".join(c["block"]), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+        p = subprocess.run([sys.executable, "-c", DRIVER, *c["argv"]], capture_output=True, text=True, env=env,
+                           timeout=300, cwd=workspace)
+        return name, (p.returncode, p.stdout, p.stderr, before, {q: digest(q) for q in c["watch"]})
+
+    with futures.ThreadPoolExecutor(2) as pool:
+        return dict(pool.map(run, table.items()))
+
+
+def error_lines(stderr: str) -> list:
+    "stderr without argparse's usage block (the `usage:` line and its indented continuation lines)."
+    lines, out, in_usage = stderr.strip().splitlines(), [], False
+    for line in lines:
+        if line.startswith("usage:"):
+            in_usage = True
+            continue
+        if in_usage and line.startswith(" "):
+            continue
+        in_usage = False
+        out.append(line)
+    return out
+
+
+CASE_IDS = list(cases(Path("/w")))
+
+
+@pytest.mark.parametrize("name", CASE_IDS)
+def test_bad_input_is_one_line_and_exit_2(name, outcomes, workspace, request):
+    c = cases(workspace)[name]
+    if c["xfail"]:
+        request.applymarker(pytest.mark.xfail(reason=c["xfail"], strict=True))
+    code, out, err, before, after = outcomes[name]
+    assert "Traceback" not in err, err[-2000:]
+    lines = error_lines(err)
+    assert code == 2, (code, err[-1000:])
+    assert len(lines) == 1 and "error" in lines[0], lines
+    assert c["expect"] in lines[0], lines[0]
+    assert before == after, f"{c['watch']} changed"
+
+
+def test_the_suite_covers_every_command():
+    "At least one bad-input row for each command of meru-nb."
+    from meru_nb.cli import COMMANDS
+    used = {c["argv"][0] for c in cases(Path("/w")).values()}
+    assert set(COMMANDS) <= used, set(COMMANDS) - used
