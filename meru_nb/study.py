@@ -87,7 +87,8 @@ def study_run(entail_weight: float, seed: int, out_dir, steps: int = 1000, marks
     stops = sorted({m for m in marks if 0 < m < steps} | {steps})
     tic, trace = time.perf_counter(), []
     for k, stop in enumerate(stops):
-        model = train(dataclasses.replace(cfg, stop_at=0 if stop == steps else stop, resume=k > 0))
+        model = train(dataclasses.replace(cfg, stop_at=0 if stop == steps else stop, resume=k > 0,
+                                          overwrite=k == 0))          # an unfinished run of an earlier study starts over
         trace.append({"step": stop, **measure(model)})
     seconds = time.perf_counter() - tic
     results = evaluate_run(out_dir, seed=VALIDATION_SEED, figures=False, progress=False)
@@ -185,7 +186,7 @@ def steps_run(model: str, steps: int, seed: int, out_dir, **overrides) -> dict:
     done = out_dir / "steps.json"
     if done.is_file():
         return json.loads(done.read_text())
-    cfg = dataclasses.replace(recipe(0.2, seed, out_dir, steps), model=model, **overrides)
+    cfg = dataclasses.replace(recipe(0.2, seed, out_dir, steps), model=model, overwrite=True, **overrides)
     tic = time.perf_counter()
     train(cfg)
     seconds = time.perf_counter() - tic

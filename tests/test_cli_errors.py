@@ -36,6 +36,7 @@ def cases(w: Path) -> dict:
     bad_model = lambda name: str(w / "models" / name)
     return {
         # training options and parameter files
+        "rerun-into-a-finished-run": case(["train", "--out-dir", run, "--steps", "20"], "holds a run", watch=[run]),
         "lr-inf": case(["train", "--lr", "inf", "--out-dir", run], "`lr` must be finite", watch=[run]),
         "lr-text": case(["train", "--lr", "fast", "--out-dir", out], "invalid float value: 'fast'"),
         "steps-fraction": case(["train", "--steps", "5.7", "--out-dir", out], "invalid int value: '5.7'"),

@@ -172,13 +172,15 @@ def test_bad_config(bad):
 def test_occupied_out_dir(tmp_path):
     train(tiny(tmp_path, steps=1))
     before = (tmp_path / "run" / "log.jsonl").read_text()
-    for other in (dict(model="clip"), dict(batch_size=4), dict(lr=1e-3)):
-        with pytest.raises(ValueError, match="holds another run"):
+    for other in (dict(model="clip"), dict(batch_size=4), dict(lr=1e-3), {}):
+        with pytest.raises(ValueError, match="holds a run"):                     # without resume: kept, not replaced
             train(tiny(tmp_path, steps=1, **other))
-        with pytest.raises(ValueError, match="holds another run"):
-            train(tiny(tmp_path, steps=1, resume=True, **other))
+        if other:
+            with pytest.raises(ValueError, match="holds another run"):           # resumed with another config
+                train(tiny(tmp_path, steps=1, resume=True, **other))
     assert (tmp_path / "run" / "log.jsonl").read_text() == before
-    train(tiny(tmp_path, steps=1, num_workers=0, progress=False))       # same run, runtime fields may differ
+    train(tiny(tmp_path, steps=1, resume=True, num_workers=0, progress=False))   # same run, runtime fields may differ
+    assert (tmp_path / "run" / "log.jsonl").read_text() == before
 
 
 def test_log_records(tmp_path):
@@ -231,3 +233,34 @@ def test_values_from_text_are_read_as_their_fields_type(tmp_path):
             T.config_from_args(["-f", str(params)])
     with pytest.raises(ValueError, match="`lr` must be finite"):
         TrainConfig(lr=float("nan"))
+
+
+def test_a_finished_run_is_kept_unless_overwrite(tmp_path):
+    "Rerunning into a run's folder is refused (nothing touched) unless overwrite=True; resume and overwrite exclude each other."
+    train(tiny(tmp_path, steps=2))
+    folder = tmp_path / "run"
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    with pytest.raises(ValueError, match="holds a run .*overwrite=True"):
+        train(tiny(tmp_path, steps=3, lr=1e-3))
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    train(tiny(tmp_path, steps=3, lr=1e-3, overwrite=True))
+    assert [r["step"] for r in read_log(folder)] == [1, 2, 3] and not (folder / ".lock").exists()
+    with pytest.raises(ValueError, match="`overwrite` must be False when resume=True"):
+        tiny(tmp_path, resume=True, overwrite=True)
+
+
+def test_a_second_live_run_in_the_same_folder_is_refused(tmp_path):
+    "Two processes, one folder: the second stops with the first's PID named; the first finishes its run whole."
+    import subprocess, sys, time
+    code = ("import sys; from meru_nb.train import TrainConfig, train\n"
+            "train(TrainConfig(out_dir=sys.argv[1], steps=int(sys.argv[2]), batch_size=8, warmup_steps=1, ckpt_every=0,"
+            " progress=False, device='cpu', precision='fp32', n_samples=64, overwrite=True))")
+    first = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "run"), "60"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "run" / "log.jsonl").is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    second = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run"), "5"], capture_output=True, text=True)
+    assert first.wait(300) == 0, first.stderr.read()[-2000:]
+    assert second.returncode != 0 and f"another run (pid {first.pid}) is training in" in second.stderr
+    assert [r["step"] for r in read_log(tmp_path / "run")] == list(range(1, 61))
+    assert not (tmp_path / "run" / ".lock").exists()
