@@ -40,6 +40,7 @@ class Browser:
     def __init__(self, executable: str, timeout: float = 60.0):
         self.executable, self.timeout = executable, timeout
         self._ids = itertools.count(1)
+        self.events = []                      # DevTools events since the last `open`
 
     def __enter__(self):
         import websocket   # websocket-client, a dev dependency
@@ -92,8 +93,6 @@ class Browser:
             if "method" in reply:
                 self.events.append(reply)
         raise TimeoutError(f"{method}: no reply in {self.timeout:.0f} s")
-
-    events: list = []
 
     def wait_for(self, event: str):
         "Block until `event` arrives (or was seen since the last navigation)."
