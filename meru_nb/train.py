@@ -112,7 +112,8 @@ class TrainConfig:
         for f in dataclasses.fields(self):               # each value as its field's type, or an error naming it
             setattr(self, f.name, coerce_field(f.name, getattr(self, f.name), _field_kind(f)))
         floats = [f.name for f in dataclasses.fields(self) if _field_kind(f) is float]
-        checks = [(name, math.isfinite(getattr(self, name)), "finite") for name in floats] + [("model", self.model in MODEL_KINDS, f"one of {list(MODEL_KINDS)}"),
+        finite = [(name, math.isfinite(getattr(self, name)), "finite") for name in floats]
+        checks = finite + [("model", self.model in MODEL_KINDS, f"one of {list(MODEL_KINDS)}"),
                   ("size", self.size in TOWER_SIZES, f"one of {list(TOWER_SIZES)}"),
                   ("precision", self.precision in PRECISIONS + ("auto",), f"one of {list(PRECISIONS) + ['auto']}"),
                   ("lr", self.lr > 0, "positive"), ("steps", self.steps > 0, "positive"),
