@@ -365,6 +365,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'meru_nb.report.goals': ('report.html#goals', 'meru_nb/report.py'),
                                 'meru_nb.report.lookup': ('report.html#lookup', 'meru_nb/report.py'),
                                 'meru_nb.report.main': ('report.html#main', 'meru_nb/report.py'),
+                                'meru_nb.report.signed': ('report.html#signed', 'meru_nb/report.py'),
                                 'meru_nb.report.summary': ('report.html#summary', 'meru_nb/report.py')},
             'meru_nb.retrieval': { 'meru_nb.retrieval.RetrievalSet': ('retrieval.html#retrievalset', 'meru_nb/retrieval.py'),
                                    'meru_nb.retrieval._check': ('retrieval.html#_check', 'meru_nb/retrieval.py'),

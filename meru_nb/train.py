@@ -580,7 +580,6 @@ def _finish(out_dir: Path, cfg: TrainConfig, device: torch.device, world_size: i
 # %% ../nbs/07_train.ipynb #7e573202
 def train(cfg: TrainConfig) -> nn.Module:
     "Train the model of `cfg` for `cfg.steps` steps (or to `cfg.stop_at`), on one process or under torchrun; returns the model."
-    from tqdm import tqdm
     rank, world, device = init_distributed(cfg.device)
     if cfg.batch_size % world:
         raise ValueError(f"`batch_size`={cfg.batch_size} cannot be split evenly across {world} processes")
@@ -666,8 +665,8 @@ def _field_help() -> dict:
     return {m[1]: m[2] for m in (re.match(r"\s+(\w+): [\w.]+ = .*?#\s*(.*)$", l) for l in lines) if m}
 
 def _parse_bool(text: str) -> bool:
-    if str(text).lower() in ("1", "true", "yes", "on"): return True
-    if str(text).lower() in ("0", "false", "no", "off"): return False
+    if str(text).strip().lower() in _TRUE: return True
+    if str(text).strip().lower() in _FALSE: return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 def check_fields(values: dict, where: str) -> dict:
