@@ -6,8 +6,8 @@
 __all__ = ['PRECISIONS', 'RUNTIME_FIELDS', 'RUN_FILES', 'PRESETS', 'coerce_field', 'TrainConfig', 'decay_groups',
            'build_optimizer', 'lr_factor', 'build_scheduler', 'resolve_device', 'resolve_precision', 'autocast',
            'init_distributed', 'wrap_model', 'StepSampler', 'Collate', 'data_kind', 'check_data', 'make_loader',
-           'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'read_log', 'plot_log', 'run_fields',
-           'check_out_dir', 'RunLock', 'train', 'check_fields', 'config_from_args', 'main']
+           'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'log_line', 'read_log', 'plot_log',
+           'run_fields', 'check_out_dir', 'RunLock', 'train', 'check_fields', 'config_from_args', 'main']
 
 # %% ../nbs/07_train.ipynb #d212e0cf
 import argparse
@@ -20,6 +20,7 @@ import platform
 import random
 import shutil
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +30,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from .data import HierarchicalScenes
 from .encoders import TOWER_SIZES, tokenize
 from .models import MODEL_KINDS, build_model, save
-from .pipelines import CsvDataset, expand_shards, shard_dataset, train_transform
+from .pipelines import (SKIP_REASONS, CountSkips, CsvDataset, SkipLog, SkippedSampleWarning, expand_shards,
+                               shard_dataset, train_transform)
 
 # %% ../nbs/07_train.ipynb #092a3304
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -265,24 +267,29 @@ def check_data(cfg: TrainConfig):
     if kind == "table" and not Path(cfg.data).is_file():
         raise FileNotFoundError(f"`data`: the table {cfg.data!r} does not exist")
     if kind == "table":
-        CsvDataset(cfg.data, train_transform(cfg.image_size))[0]   # its columns, its files, one readable image
+        CsvDataset(cfg.data, train_transform(cfg.image_size), log=SkipLog(quiet=True))[0]   # columns, files, one image
     if kind == "shards":
         expand_shards(cfg.data.split("::"))      # raises FileNotFoundError naming what is missing
 
 def make_loader(cfg: TrainConfig, context_length: int, start: int, stop: int, rank: int = 0, world_size: int = 1):
-    "This rank's micro-batches `start`…`stop - 1` of the run's data as (images, tokens) batches."
+    "This rank's micro-batches `start`…`stop - 1` as (images, tokens, skip counts, skip examples); `.at_load`: a table's dropped rows."
     kind, local = data_kind(cfg.data), cfg.batch_size // world_size
-    common = dict(num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available())
+    common, at_load = dict(num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available()), ([0] * len(SKIP_REASONS), {})
     if kind == "shards":
         stream = shard_dataset(cfg.data.split("::"), train_transform(cfg.image_size), context_length, resampled=True,
                                seed=cfg.seed + start, redcaps_prob=cfg.redcaps_prob, rank=rank, world_size=world_size)
-        return DataLoader(stream, batch_size=local, **common)
+        loader = DataLoader(stream, batch_size=local, collate_fn=CountSkips(default_collate, stream), **common)
+        loader.at_load = at_load
+        return loader
     if kind == "table":
-        data, collate = CsvDataset(cfg.data, train_transform(cfg.image_size), context_length=context_length), None
+        data, collate = CsvDataset(cfg.data, train_transform(cfg.image_size), context_length=context_length), default_collate
+        at_load = data.log.take()             # rows dropped on reading, counted once here (the workers start after it)
     else:
         data, collate = HierarchicalScenes(cfg.n_samples, cfg.image_size, cfg.seed), Collate(context_length)
     sampler = StepSampler(len(data), cfg.batch_size, cfg.seed, start, stop, rank, world_size)
-    return DataLoader(data, batch_sampler=sampler, collate_fn=collate, **common)
+    loader = DataLoader(data, batch_sampler=sampler, collate_fn=CountSkips(collate, data), **common)
+    loader.at_load = at_load
+    return loader
 
 # %% ../nbs/07_train.ipynb #663ae591
 def rng_state() -> dict:
@@ -323,6 +330,11 @@ def load_checkpoint(path: str | os.PathLike, device="cpu") -> dict:
     return torch.load(path, map_location=device, weights_only=True)
 
 # %% ../nbs/07_train.ipynb #b48dafb0
+def log_line(record: dict) -> str:
+    "`record` as one line of strict JSON: a value that is NaN or infinite (fp16's skipped steps) is written as null."
+    clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+    return json.dumps(clean, allow_nan=False) + "\n"
+
 def read_log(out_dir: str | os.PathLike) -> list[dict]:
     "The per-step records of the run in `out_dir` (its log.jsonl)."
     path = Path(out_dir) / "log.jsonl"
@@ -341,7 +353,8 @@ def plot_log(records: list[dict] | dict, axes=None):
             for key in keys:
                 steps = [r["step"] for r in recs if key in r]
                 if steps:
-                    ax.plot(steps, [r[key] for r in recs if key in r], label=f"{label} {key}".strip(), lw=1)
+                    ys = [np.nan if r[key] is None else r[key] for r in recs if key in r]   # null: not finite
+                    ax.plot(steps, ys, label=f"{label} {key}".strip(), lw=1)
         ax.set_title(title); ax.set_xlabel("step")
         if title == "curvature c": ax.axhline(0.1, color="0.6", ls=":", lw=1)
         if any(not line.get_label().startswith("_") for line in ax.lines): ax.legend(fontsize=6)
@@ -447,8 +460,8 @@ def _clip_to(params: list, max_norm: float, norm: torch.Tensor):
     for p in params:
         if p.grad is not None: p.grad.mul_(coef.to(p.grad.device))
 
-def _train_step(net, model, batches, optimizer, scheduler, scaler, cfg, precision, device, step) -> dict:
-    "One optimizer step over the micro-batches `batches`; returns the mean of the logged scalars."
+def _train_step(net, model, batches, optimizer, scheduler, scaler, cfg, precision, device, step, skipped=None) -> tuple:
+    "One optimizer step over the micro-batches `batches`: (the mean of the logged scalars, `skipped` summed over ranks)."
     ddp = getattr(net, "_orig_mod", net)
     total, keys = None, None
     for i, (images, tokens) in enumerate(batches):
@@ -461,14 +474,18 @@ def _train_step(net, model, batches, optimizer, scheduler, scaler, cfg, precisio
         keys = keys or list(out)
         values = torch.stack([out[k].detach().float() for k in keys])
         total = values if total is None else total + values
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(total)
-        total /= dist.get_world_size()
+    skipped, n = list(skipped if skipped is not None else [0] * len(SKIP_REASONS)), len(keys)
+    reduced = []
+    if dist.is_initialized() and dist.get_world_size() > 1:     # the skip counts ride in the same reduction
+        both = torch.cat([total, torch.tensor(skipped, dtype=total.dtype).to(total.device)])
+        dist.all_reduce(both)
+        total, reduced = both[:n] / dist.get_world_size(), [both[n:]]
     scaler.unscale_(optimizer)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     norm = _total_norm([p.grad for p in params if p.grad is not None])   # the same on every rank: gradients are reduced
-    values = torch.cat([total / len(batches), norm.detach().float().reshape(1).to(total.device)]).tolist()
-    record, grad_norm = dict(zip(keys, values[:-1])), values[-1]     # the step's one host synchronisation
+    values = torch.cat([total / len(batches), norm.detach().float().reshape(1).to(total.device), *reduced]).tolist()
+    record, grad_norm = dict(zip(keys, values[:n])), values[n]     # the step's one host synchronisation
+    skipped = [round(v) for v in values[n + 1:]] if reduced else skipped
     bad = [k for k, v in record.items() if not math.isfinite(v)]
     if bad or (not math.isfinite(grad_norm) and not scaler.is_enabled()):   # fp16: the scaler skips the step itself
         _stop_diverged(model, cfg, step, record, bad, grad_norm)
@@ -480,7 +497,7 @@ def _train_step(net, model, batches, optimizer, scheduler, scaler, cfg, precisio
     optimizer.zero_grad(set_to_none=True)
     scheduler.step()
     model.clamp_()
-    return {**record, "lr": lr, "grad_norm": grad_norm}
+    return {**record, "lr": lr, "grad_norm": grad_norm}, skipped
 
 def _stop_diverged(model, cfg, step: int, record: dict, bad: list, grad_norm: float):
     "Stop a run whose loss terms `bad` or whose gradient is not finite at `step` (0-based), naming what and what to do."
@@ -557,8 +574,19 @@ def _tensorboard(out_dir: Path):
     "A TensorBoard writer for out_dir/tb, or a clear error when tensorboard is not installed."
     return _tensorboard_writer_class()(str(out_dir / "tb"))
 
-def _finish(out_dir: Path, cfg: TrainConfig, device: torch.device, world_size: int, precision: str) -> dict:
-    "Write the run's curves (curves.png) and summary.json; returns the summary."
+def _skip_totals(records: list, at_load: tuple, examples: dict) -> dict:
+    "Skipped samples of a run: those of every step in its log, plus the rows its table dropped on reading, with examples."
+    totals = SkipLog(quiet=True)
+    for r in records:
+        totals.merge([(r.get("skipped_by_reason") or {}).get(k, 0) for k in SKIP_REASONS])
+    during = totals.total
+    totals.merge(*at_load)
+    totals.merge([0] * len(SKIP_REASONS), examples)
+    return {**totals.as_dict(), "while_training": during, "on_reading": totals.total - during}
+
+def _finish(out_dir: Path, cfg: TrainConfig, device: torch.device, world_size: int, precision: str,
+            at_load: tuple = None, examples: dict = None) -> dict:
+    "Write the run's curves (curves.png) and summary.json, warning once if samples were skipped; returns the summary."
     import matplotlib.pyplot as plt
     records = read_log(out_dir)
     axes = plot_log(records)
@@ -573,8 +601,12 @@ def _finish(out_dir: Path, cfg: TrainConfig, device: torch.device, world_size: i
                "torch": torch.__version__, "samples_per_s_median": float(np.median(rates)) if rates else None,
                "samples_per_s_per_device": float(np.median(rates)) / world_size if rates else None,
                "peak_memory_mb": max(memory) if memory else None, "elapsed_s": records[-1]["elapsed_s"] if records else 0.0,
-               "final": records[-1] if records else None}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+               "final": records[-1] if records else None,
+               "skipped": _skip_totals(records, at_load or ([0] * len(SKIP_REASONS), {}), examples or {})}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    if (skipped := summary["skipped"])["total"]:
+        warnings.warn(f"{skipped['total']} sample(s) skipped {skipped['by_reason']}: see 'skipped' in "
+                      f"{str(out_dir / 'summary.json')!r}", SkippedSampleWarning, stacklevel=3)
     return summary
 
 # %% ../nbs/07_train.ipynb #7e573202
@@ -599,10 +631,16 @@ def train(cfg: TrainConfig) -> nn.Module:
         out_dir.mkdir(parents=True, exist_ok=True)
     with lock:
         if lead:
+            _remove_temporaries(out_dir)             # left by a writer killed mid-write; the lock says none is alive
             if not cfg.resume:
                 _clear_run(out_dir)                  # check_out_dir let it through: empty, or overwrite asked for
             (out_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
         return _run(cfg, model, optimizer, scheduler, scaler, out_dir, lead, rank, world, device, precision, start, elapsed)
+
+def _remove_temporaries(out_dir: Path):
+    "Delete the half-written files of a killed run: `.checkpoint.pt.<pid>.tmp` and `model/model.safetensors.tmp`."
+    for tmp in [*out_dir.glob(".checkpoint*.pt.*.tmp"), out_dir / "model" / "model.safetensors.tmp"]:
+        tmp.unlink(missing_ok=True)
 
 def _run(cfg, model, optimizer, scheduler, scaler, out_dir, lead, rank, world, device, precision, start, elapsed):
     "The loop of `train`, from step `start` (its folder locked and prepared)."
@@ -611,37 +649,47 @@ def _run(cfg, model, optimizer, scheduler, scaler, out_dir, lead, rank, world, d
     net = wrap_model(model, cfg, device, world)
     stop = cfg.stop_at or cfg.steps
     context_length = model.config["towers"]["context_length"]
-    batches = iter(make_loader(cfg, context_length, start * cfg.accum_steps, stop * cfg.accum_steps, rank, world))
+    loader = make_loader(cfg, context_length, start * cfg.accum_steps, stop * cfg.accum_steps, rank, world)
+    batches, examples = iter(loader), SkipLog(quiet=True)         # examples: the first few skips of this rank
     model.train()
     bar = tqdm(range(start, stop), initial=start, total=stop, disable=not (cfg.progress and lead), desc=cfg.model)
     log = open(out_dir / "log.jsonl", "a") if lead else None
     try:
         for step in bar:
             tic = time.perf_counter()
-            micro = [next(batches) for _ in range(cfg.accum_steps)]
-            record = _train_step(net, model, micro, optimizer, scheduler, scaler, cfg, precision, device, step)
+            micro = [next(batches) for _ in range(cfg.accum_steps)]        # (images, tokens, skip counts, examples)
+            for *_, ex in micro: examples.merge([0] * len(SKIP_REASONS), ex)
+            counts = [sum(c) for c in zip(*(m[2] for m in micro))]
+            record, counts = _train_step(net, model, [m[:2] for m in micro], optimizer, scheduler, scaler, cfg,
+                                         precision, device, step, counts)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             took = time.perf_counter() - tic
             elapsed += took
             rate = cfg.batch_size * cfg.accum_steps / took
+            by_reason = {r: k for r, k in zip(SKIP_REASONS, counts) if k}
             record = {"step": step + 1, **record, "samples_per_s": rate, "samples_per_s_per_device": rate / world,
-                      **_memory_mb(device), "elapsed_s": elapsed}
+                      **_memory_mb(device), "elapsed_s": elapsed, "skipped": sum(counts),
+                      **({"skipped_by_reason": by_reason} if by_reason else {})}
             if lead:
-                log.write(json.dumps(record) + "\n"); log.flush()
+                log.write(log_line(record)); log.flush()
                 if writer:
                     for k, v in record.items():
-                        if k != "step": writer.add_scalar(k, v, step + 1)
+                        if k != "step" and isinstance(v, (int, float)): writer.add_scalar(k, v, step + 1)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", samples_s=f"{rate:.0f}")
                 if step + 1 == stop or (cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0):
                     _checkpoint(out_dir, step + 1, elapsed, model, optimizer, scheduler, scaler, cfg)
     finally:
         if log: log.close()
         if writer: writer.close()
+    if world > 1:                                          # every rank's first examples, for the summary
+        gathered = [None] * world
+        dist.all_gather_object(gathered, examples.examples)
+        for ex in gathered: examples.merge([0] * len(SKIP_REASONS), ex)
     if lead:
         if stop == cfg.steps:
             save(model, out_dir / "model")
-        _finish(out_dir, cfg, device, world, precision)
+        _finish(out_dir, cfg, device, world, precision, loader.at_load, examples.examples)
     if world > 1:
         dist.barrier()
     return model

@@ -264,3 +264,64 @@ def test_a_second_live_run_in_the_same_folder_is_refused(tmp_path):
     assert second.returncode != 0 and f"another run (pid {first.pid}) is training in" in second.stderr
     assert [r["step"] for r in read_log(tmp_path / "run")] == list(range(1, 61))
     assert not (tmp_path / "run" / ".lock").exists()
+
+
+def dirty_table(folder, n_good=4, n_corrupt=2):
+    "A CSV of `n_good` readable images, `n_corrupt` files that are not images and one row naming a missing file."
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = ["filepath,title"]
+    for k in range(n_good):
+        Image.new("RGB", (40, 40), (40 * k, 200, 30)).save(folder / f"good{k}.png")
+        rows.append(f"good{k}.png,a scene number {k}")
+    for k in range(n_corrupt):
+        (folder / f"bad{k}.png").write_text("not a PNG\n")
+        rows.insert(2 + 2 * k, f"bad{k}.png,a broken picture {k}")       # between good rows
+    rows.append("lost.png,a picture that is not there")
+    (folder / "pairs.csv").write_text("\n".join(rows) + "\n")
+    return folder / "pairs.csv"
+
+
+def expected_skips(cfg, path):
+    "Corrupt-image skips the loop must count: for each index the step sampler draws, the corrupt rows read before a good one."
+    from meru_nb.pipelines import CsvDataset, SkipLog
+    rows = CsvDataset(path, log=SkipLog(quiet=True)).rows
+    bad = [file.name.startswith("bad") for file, *_ in rows]
+    drawn = [i for batch in T.StepSampler(len(rows), cfg.batch_size, cfg.seed, 0, cfg.steps) for i in batch]
+    return sum(next(k for k in range(len(rows)) if not bad[(i + k) % len(rows)]) for i in drawn)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_skipped_samples_are_totalled(tmp_path, workers):
+    "Corrupt images met while training and the row dropped on reading: per step in log.jsonl, totalled in summary.json."
+    from meru_nb.pipelines import SkippedSampleWarning
+    path = dirty_table(tmp_path / "data")
+    cfg = tiny(tmp_path, data=str(path), steps=3, batch_size=8, num_workers=workers)
+    with pytest.warns(SkippedSampleWarning, match=r"sample\(s\) skipped"):
+        train(cfg)
+    want = expected_skips(cfg, path)
+    log, summary = read_log(tmp_path / "run"), json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert want > 0 and sum(r["skipped"] for r in log) == want
+    assert all(r.get("skipped_by_reason", {}) == ({"corrupt image": r["skipped"]} if r["skipped"] else {}) for r in log)
+    s = summary["skipped"]
+    assert s["by_reason"] == {"corrupt image": want, "missing file": 1} and s["total"] == want + 1
+    assert (s["while_training"], s["on_reading"]) == (want, 1)
+    assert "bad" in s["examples"]["corrupt image"][0] and "lost.png" in s["examples"]["missing file"][0]
+
+
+def test_log_lines_are_strict_json():
+    "A value that is not finite (fp16's skipped step) is written as null, and plot_log draws such a log."
+    line = T.log_line({"step": 1, "loss": 1.5, "grad_norm": float("inf"), "lr": float("nan")})
+    assert json.loads(line) == {"step": 1, "loss": 1.5, "grad_norm": None, "lr": None} and "Infinity" not in line
+    import matplotlib
+    matplotlib.use("Agg")
+    T.plot_log([json.loads(line), {"step": 2, "loss": 1.0, "grad_norm": 2.0, "lr": 0.1}])
+
+
+def test_temporaries_of_a_killed_run_are_removed(tmp_path):
+    "A .checkpoint.pt.<pid>.tmp left by a kill mid-write is deleted when the folder's next run (here a resume) starts."
+    train(tiny(tmp_path, steps=3, stop_at=2, ckpt_every=1))
+    stale = tmp_path / "run" / ".checkpoint.pt.99999.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    train(tiny(tmp_path, steps=3, ckpt_every=1, resume=True))
+    assert not stale.exists() and [r["step"] for r in read_log(tmp_path / "run")] == [1, 2, 3]

@@ -30,7 +30,7 @@ def first_step(cfg: TrainConfig, rank: int = 0, world: int = 1) -> tuple:
     device = torch.device("cpu")
     model, *_ = T._build(cfg, device)
     net = T.wrap_model(model, cfg, device, world)
-    images, tokens = next(iter(T.make_loader(cfg, model.config["towers"]["context_length"], 0, 1, rank, world)))
+    images, tokens, *_ = next(iter(T.make_loader(cfg, model.config["towers"]["context_length"], 0, 1, rank, world)))
     loss = net(images, tokens)["loss"]
     loss.backward()                                  # under DDP: gradients averaged over the processes
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -164,3 +164,32 @@ def test_compiled_run_equals_eager(tmp_path):
         T.train(config(tmp_path, name, compile=compiled))
     eager, compiled = read_log(tmp_path / "eager"), read_log(tmp_path / "compiled")
     assert [round(r["loss"], 4) for r in compiled] == [round(r["loss"], 4) for r in eager]
+
+
+def table_worker(rank: int, folder: str, data: str):
+    tdist.init_process_group("gloo", init_method=f"file://{folder}/store-table", rank=rank, world_size=WORLD)
+    try:
+        T.train(config(folder, "table-two", data=data, steps=3))
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_skips_are_totalled_across_ranks(tmp_path):
+    "Two processes on a table with corrupt images: log.jsonl and summary.json count every rank's skips, as one process does."
+    from test_train import dirty_table, expected_skips
+    data = str(dirty_table(tmp_path / "data"))
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=table_worker, args=(r, str(tmp_path), data)) for r in range(WORLD)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+        assert p.exitcode == 0
+    single = config(tmp_path, "table-one", data=data, steps=3)
+    T.train(single)
+    logs = [read_log(tmp_path / name) for name in ("table-one", "table-two")]
+    assert [r["skipped"] for r in logs[0]] == [r["skipped"] for r in logs[1]]
+    want = expected_skips(single, data)
+    summaries = [json.loads((tmp_path / name / "summary.json").read_text())["skipped"] for name in ("table-one", "table-two")]
+    assert want > 0 and all(s["by_reason"] == {"corrupt image": want, "missing file": 1} for s in summaries)
+    assert len(summaries[1]["examples"]["corrupt image"]) >= 1
