@@ -211,14 +211,14 @@ def build_model(kind: str = "meru", size="tiny", **options) -> CLIPBaseline:
 # %% ../nbs/05_models.ipynb #95b4cf86
 def save(model: CLIPBaseline, folder: str | os.PathLike) -> Path:
     "Write `model` to `folder` as model.safetensors and config.json; returns the folder."
-    from safetensors.torch import save_file
+    from safetensors.torch import save as to_bytes
     config = getattr(model, "config", None)
     if config is None:
         raise ValueError("only models made by `build_model` can be saved: their config rebuilds the towers")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "model.safetensors.tmp"
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
+    tmp = folder / "model.safetensors.tmp"               # written as bytes: the usual file mode, like config.json
+    tmp.write_bytes(to_bytes({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}))
     os.replace(tmp, folder / "model.safetensors")
     (folder / "config.json").write_text(json.dumps({"format": "meru_nb.models/1", **config}, indent=2) + "\n")
     return folder
@@ -234,7 +234,8 @@ def load(folder: str | os.PathLike, device="cpu") -> CLIPBaseline:
     options = {k: config[k] for k in _MERU_OPTIONS if k in config}
     try:
         towers = TowerConfig(**config["towers"])
-        model = build_model(config["kind"], towers, **options)
+        with torch.device("meta"):                  # shapes only, no memory: a config that does not match the
+            skeleton = build_model(config["kind"], towers, **options)   # weights is refused before allocating
     except (TypeError, ValueError) as e:           # an unknown key, or a value of the wrong type or range
         raise ValueError(f"{str(folder / 'config.json')!r} does not describe a model: {e}") from None
     try:
@@ -242,7 +243,9 @@ def load(folder: str | os.PathLike, device="cpu") -> CLIPBaseline:
     except Exception as e:                          # safetensors' own error type differs between its versions
         raise ValueError(f"{str(folder / 'model.safetensors')!r} is not a readable safetensors file "
                          f"(truncated, empty or another format): {e}") from None
-    _load_strict(model, state, f"the {config['kind']} model of its config.json", folder)
+    _load_strict(skeleton, state, f"the {config['kind']} model of its config.json", folder)
+    model = build_model(config["kind"], towers, **options)
+    model.load_state_dict(state, strict=True)
     return model.to(device)
 
 def _read_model_config(path: Path) -> dict:

@@ -136,3 +136,12 @@ def test_load_names_what_is_missing(tmp_path):
         load(tmp_path)
     with pytest.raises(ValueError, match="build_model"):
         save(MERU(PixelTower(), BagOfTokensTower()), tmp_path)
+
+
+def test_saved_weights_have_the_same_file_mode_as_the_config(tmp_path):
+    "model.safetensors is written like config.json (the umask's mode), not 0600 as a temporary file would be."
+    import os
+    from meru_nb.models import build_model, save
+    folder = save(build_model("clip", "tiny"), tmp_path / "m")
+    modes = {name: os.stat(folder / name).st_mode & 0o777 for name in ("model.safetensors", "config.json")}
+    assert modes["model.safetensors"] == modes["config.json"], modes
