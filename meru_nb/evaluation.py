@@ -153,9 +153,9 @@ def class_embeddings(model, classnames: list[str], templates: list[str], batch_s
                      device=None, progress: bool = False) -> Tensor:
     "One embedding per class (C, d) from its prompt ensemble: MERU averages in the tangent space, CLIP on the sphere."
     if not classnames: raise ValueError("`classnames` is empty")
-    if not templates or any("{}" not in t for t in templates):
-        raise ValueError(f"every template needs a '{{}}' for the class name, got {templates!r}")
-    prompts = [t.format(name) for name in classnames for t in templates]
+    if not templates or any(not isinstance(t, str) or "{}" not in t for t in templates):
+        raise ValueError(f"every template must be a string with '{{}}' for the class name, got {templates!r}")
+    prompts = [t.replace("{}", name) for name in classnames for t in templates]   # not format: other braces stay
     u = embed_texts(model, prompts, batch_size, device, progress, project=False)
     u = u.view(len(classnames), len(templates), -1)
     if model_kind(model) == "meru":

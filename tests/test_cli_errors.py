@@ -58,6 +58,8 @@ def cases(w: Path) -> dict:
         "csv-wrong-columns": case(["train", "--data", str(w / "columns.csv"), "--out-dir", out], "has no column ['filepath', 'title']"),
         "csv-no-readable-image": case(["train", "--data", str(w / "unreadable.csv"), "--out-dir", out], "has a readable image"),
         "csv-missing": case(["train", "--data", str(w / "nowhere.csv"), "--out-dir", out], "does not exist"),
+        "csv-empty": case(["train", "--data", str(w / "empty.csv"), "--out-dir", out], "is empty: expected a header row"),
+        "data-a-folder": case(["train", "--data", str(w / "shards"), "--out-dir", out], "is a folder, not a shard"),
         "shards-missing": case(["train", "--data", str(w / "shards" / "{000..002}.tar"), "--out-dir", out], "do not exist"),
         # models on disk
         "safetensors-truncated": case(["embed", bad_model("truncated"), *texts], "is not a readable safetensors file"),
@@ -82,6 +84,11 @@ def cases(w: Path) -> dict:
                                                  "--classnames and --templates apply to --folder"),
         "zeroshot-classnames-bad-json": case(["zeroshot", model, "--folder", str(w / "folder"), "--classnames", '["a", "b"'],
                                              "--classnames: '[\"a\", \"b\"' is not valid JSON"),
+        "zeroshot-templates-bad-json": case(["zeroshot", model, "--folder", str(w / "folder"), "--templates", '["a {}", "b {}"'],
+                                            "--templates: '[\"a {}\", \"b {}\"' is not valid JSON"),
+        "zeroshot-template-without-slot": case(["zeroshot", model, "--folder", str(w / "folder"), "--templates",
+                                                '["a photo, in colour"]'], "got ['a photo, in colour']"),
+        "config-huge-vocab": case(["embed", bad_model("hugevocab"), *texts], "wrong shapes: textual.token_embedding.weight"),
         "retrieval-csv-wrong-columns": case(["retrieval", model, "--csv", str(w / "columns.csv")], "column"),
         # benchmarks
         "bench-sizes-negative": case(["bench", "geometry", "--sizes", "-3", "--out", str(w / "b.json")], "--sizes must be positive"),
@@ -110,7 +117,8 @@ def workspace(tmp_path_factory):
               "random": (os.urandom(4096), None), "notjson": (weights, "{kind: meru"),
               "list": (weights, "[1, 2]"), "nokind": (weights, json.dumps({k: v for k, v in config.items() if k != "kind"})),
               "unknownkey": (weights, json.dumps({**config, "towers": {**config["towers"], "wings": 2}})),
-              "textnumber": (weights, json.dumps({**config, "towers": {**config["towers"], "image_width": "wide"}}))}
+              "textnumber": (weights, json.dumps({**config, "towers": {**config["towers"], "image_width": "wide"}})),
+              "hugevocab": (weights, json.dumps({**config, "towers": {**config["towers"], "vocab_size": 2_000_000}}))}
     for name, (blob, cfg_text) in broken.items():
         (w / "models" / name).mkdir(parents=True)
         (w / "models" / name / "model.safetensors").write_bytes(blob)
@@ -120,6 +128,7 @@ def workspace(tmp_path_factory):
     for name, text in {"syntax.yaml": "lr: [1, 2\n", "text.yaml": "lr: abc\n", "fraction.yaml": "steps: 5.7\n",
                        "list.yaml": "- 1\n- 2\n", "unknown.yaml": "learning_rate: 1\n"}.items():
         (w / name).write_text(text)
+    (w / "empty.csv").write_text("")
     (w / "columns.csv").write_text("path,caption\na.jpg,a red star\n")
     (w / "notimage.jpg").write_text("this is text, not a JPEG\n")
     (w / "unreadable.csv").write_text("filepath,title\nnotimage.jpg,a red star\n")

@@ -54,6 +54,13 @@ def test_unknown_parameter_is_reported(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+def test_parameter_of_the_wrong_type_is_reported(tmp_path):
+    "`papermill -p steps five` passes the text 'five': refused by the field's type, by name, before the folder exists."
+    with pytest.raises(pm.PapermillExecutionError, match=r"`steps` must be a whole number, got steps='five'"):
+        run("20_train.ipynb", tmp_path / "bad.ipynb", out_dir=str(tmp_path / "bad"), **{**TINY, "steps": "five"})
+    assert not (tmp_path / "bad").exists()
+
+
 def test_evaluate_notebook_writes_results(runs):
     for kind in ("meru", "clip"):
         results = json.loads((runs / kind / "results.json").read_text())
