@@ -26,7 +26,9 @@ DRIVER = ("import os, sys\n"
 
 
 def case(argv, expect, block=(), watch=(), xfail=None):
-    return {"argv": argv, "expect": expect, "block": list(block), "watch": list(watch), "xfail": xfail}
+    "A row; the folder named by --out-dir is always watched (a folder that did not exist must still not exist)."
+    out_dir = [argv[argv.index("--out-dir") + 1]] if "--out-dir" in argv else []
+    return {"argv": argv, "expect": expect, "block": list(block), "watch": sorted(set(watch) | set(out_dir)), "xfail": xfail}
 
 
 def cases(w: Path) -> dict:
@@ -100,7 +102,9 @@ def cases(w: Path) -> dict:
 def digest(path: str) -> dict:
     "Every file under `path` (or `path` itself) with the sha256 of its bytes."
     p = Path(path)
-    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file()) if p.exists() else []
+    if not p.exists():
+        return {"absent": True}
+    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
     return {str(q): hashlib.sha256(q.read_bytes()).hexdigest() for q in files}
 
 
