@@ -271,8 +271,8 @@ def _read_state_dict(path: Path) -> dict:
     return {k.removeprefix("module."): v for k, v in sd.items()}
 
 # %% ../nbs/04_encoders.ipynb #edb2526f
-def _load_strict(model: nn.Module, sd: dict, name: str, path) -> None:
-    "Load `sd` into `model`, raising one clear error listing missing, unexpected and mis-shaped keys."
+def check_state_dict(model: nn.Module, sd: dict, name: str, path) -> None:
+    "Raise one clear error listing the keys of `sd` missing from `model`, unexpected in it, or of another shape."
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
@@ -283,6 +283,10 @@ def _load_strict(model: nn.Module, sd: dict, name: str, path) -> None:
         lines += [f"  missing keys: {show(missing)}"] * bool(missing) + [f"  unexpected keys: {show(unexpected)}"] * bool(unexpected)
         lines += [f"  wrong shapes: {show(shapes)}"] * bool(shapes)
         raise ValueError("\n".join(lines))
+
+def _load_strict(model: nn.Module, sd: dict, name: str, path) -> None:
+    "Load `sd` into `model` after `check_state_dict`."
+    check_state_dict(model, sd, name, path)
     model.load_state_dict(sd, strict=True)
 
 # %% ../nbs/04_encoders.ipynb #f004b839
