@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['SHAPES', 'COLOURS', 'SIZES', 'POSITIONS', 'MAX_PARTS', 'ROOT', 'LEVEL_PROBS', 'SHAPE_SHARE', 'Taxonomy',
            'SceneObject', 'Scene', 'Part', 'Caption', 'satisfies', 'describes', 'part_implies', 'entails', 'level',
-           'caption_text', 'random_scene', 'random_caption', 'render', 'Sample', 'HierarchicalScenes', 'legibility',
-           'plot_taxonomy', 'write_shards', 'TextPool', 'text_pool', 'samples_per_second', 'throughput']
+           'noun_phrase', 'caption_text', 'random_scene', 'random_caption', 'render', 'Sample', 'HierarchicalScenes',
+           'legibility', 'plot_taxonomy', 'write_shards', 'TextPool', 'text_pool', 'samples_per_second', 'throughput']
 
 # %% ../nbs/06_data.ipynb #73dd0da5
 import io
@@ -243,7 +243,7 @@ def _pick(options, rng): return options[0] if rng is None else options[rng.integ
 def _article(phrase): return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 # %% ../nbs/06_data.ipynb #42014668
-def _noun_phrase(p: Part, rng=None, another=False) -> str:
+def noun_phrase(p: Part, rng=None, another=False) -> str:
     "A part as an English noun phrase."
     pos = f" {_pick(_POSITION_WORDS[p.position], rng)}" if p.position else ""
     size = f"{_pick(_SIZE_WORDS[p.size], rng)} " if p.size else ""
@@ -258,7 +258,7 @@ def caption_text(caption: Caption, rng=None) -> str:
     if not caption.parts: return _pick(_ROOT_WORDS, rng)
     parts = list(caption.parts)
     if rng is not None and len(parts) == 2 and rng.random() < 0.5: parts.reverse()
-    phrases = [_noun_phrase(p, rng, another=i > 0 and p == parts[0]) for i, p in enumerate(parts)]
+    phrases = [noun_phrase(p, rng, another=i > 0 and p == parts[0]) for i, p in enumerate(parts)]
     body = phrases[0] if len(phrases) == 1 else _pick(_JOINS, rng).format(*phrases)
     return _pick(_FRAMES, rng).format(body)
 

@@ -84,7 +84,7 @@ def evaluate_run(run_dir, n_zero_shot: int = 600, n_retrieval: int = 500, n_prob
         if not isinstance(n, int) or n < least:
             raise ValueError(f"`{name}` (--{name.replace('_', '-')}) must be a whole number of at least {least}, got {n!r}")
     model = load_model(run_dir)
-    kind = model_kind(model)
+    kind = (getattr(model, "config", None) or {}).get("kind") or model_kind(model)   # 'hycoclip' too, not its geometry
     read = lambda name: json.loads((run_dir / name).read_text()) if (run_dir / name).is_file() else None
     tasks = {"zero_shot_shape": lambda: _with_tree(zero_shot_builtin(model, n_zero_shot, seed=seed, attribute="shape")),
              "zero_shot_colour": lambda: _scalars(zero_shot_builtin(model, n_zero_shot, seed=seed + 1, attribute="colour")),

@@ -34,7 +34,8 @@ from torch.utils.data import DataLoader, default_collate
 
 from .data import HierarchicalScenes
 from .encoders import TOWER_SIZES, tokenize
-from .models import MODEL_KINDS, build_model, save
+from .hycoclip import BoxCollate, BoxedScenes      # also adds the model kind 'hycoclip'
+from .models import MERU, MODEL_KINDS, build_model, save
 from .pipelines import (SKIP_REASONS, CountSkips, CsvDataset, SkipLog, SkippedSampleWarning, expand_shards,
                                shard_dataset, train_transform)
 
@@ -77,11 +78,11 @@ def coerce_field(name: str, value, kind: type, where: str = ""):
 class TrainConfig:
     "Everything that defines a training run, as flat fields (the papermill parameters mirror them)."
     out_dir: str = "runs/tiny-meru"      # checkpoints, logs, figures and the final weights go here
-    model: str = "meru"                  # 'meru' or 'clip'
+    model: str = "meru"                  # 'meru', 'clip', or 'hycoclip' (chapter 11a; built-in scenes only)
     size: str = "tiny"                   # towers: 'tiny' (tests), 'cpu' (CPU runs), 'S', 'B', 'L'
     patch_size: int = 0                  # ViT patch side in pixels; 0 keeps the size's own (tiny 4, S/B/L 16)
-    curv_init: float = 1.0               # MERU only: initial curvature c
-    entail_weight: float = 0.2           # MERU only: weight of the entailment loss (paper 0.2)
+    curv_init: float = 1.0               # MERU and HyCoCLIP: initial curvature c
+    entail_weight: float = 0.2           # MERU and HyCoCLIP: weight of the entailment loss (paper 0.2)
     data: str = "builtin"                # 'builtin' scenes, webdataset shards (glob, {a..b} or '::'-separated), or a .csv/.tsv
     redcaps_prob: float = 0.0            # shards only: chance of prefixing the subreddit, RedCaps style (paper 0.5)
     image_size: int = 32                 # pixels (paper 224)
@@ -128,7 +129,9 @@ class TrainConfig:
                   ("stop_at", 0 <= self.stop_at <= self.steps, f"in [0, steps={self.steps}]"),
                   ("n_samples", self.n_samples > 0, "positive"),
                   ("overwrite", not (self.overwrite and self.resume), "False when resume=True (resume keeps the run, overwrite replaces it)"),
-                  ("redcaps_prob", 0 <= self.redcaps_prob <= 1, "in [0, 1]"), ("data", bool(str(self.data).strip()), "not empty")]
+                  ("redcaps_prob", 0 <= self.redcaps_prob <= 1, "in [0, 1]"), ("data", bool(str(self.data).strip()), "not empty"),
+                  ("data", self.model != "hycoclip" or self.data == "builtin",
+                   "'builtin' for model='hycoclip' (only the built-in scenes have boxes)")]
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"`{name}` must be {expected}, got {name}={getattr(self, name)!r}")
@@ -272,7 +275,7 @@ def check_data(cfg: TrainConfig):
         expand_shards(cfg.data.split("::"))      # raises FileNotFoundError naming what is missing
 
 def make_loader(cfg: TrainConfig, context_length: int, start: int, stop: int, rank: int = 0, world_size: int = 1):
-    "This rank's micro-batches `start`…`stop - 1` as (images, tokens, skip counts, skip examples); `.at_load`: a table's dropped rows."
+    "This rank's micro-batches `start`…`stop - 1` as (images, tokens, [boxes,] skip counts, skip examples); `.at_load`: a table's dropped rows."
     kind, local = data_kind(cfg.data), cfg.batch_size // world_size
     common, at_load = dict(num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available()), ([0] * len(SKIP_REASONS), {})
     if kind == "shards":
@@ -284,6 +287,8 @@ def make_loader(cfg: TrainConfig, context_length: int, start: int, stop: int, ra
     if kind == "table":
         data, collate = CsvDataset(cfg.data, train_transform(cfg.image_size), context_length=context_length), default_collate
         at_load = data.log.take()             # rows dropped on reading, counted once here (the workers start after it)
+    elif cfg.model == "hycoclip":                  # the same scenes and captions, each with one object's box
+        data, collate = BoxedScenes(cfg.n_samples, cfg.image_size, cfg.seed), BoxCollate(context_length)
     else:
         data, collate = HierarchicalScenes(cfg.n_samples, cfg.image_size, cfg.seed), Collate(context_length)
     sampler = StepSampler(len(data), cfg.batch_size, cfg.seed, start, stop, rank, world_size)
@@ -464,12 +469,12 @@ def _train_step(net, model, batches, optimizer, scheduler, scaler, cfg, precisio
     "One optimizer step over the micro-batches `batches`: (the mean of the logged scalars, `skipped` summed over ranks)."
     ddp = getattr(net, "_orig_mod", net)
     total, keys = None, None
-    for i, (images, tokens) in enumerate(batches):
-        images, tokens = images.to(device, non_blocking=True), tokens.to(device, non_blocking=True)
+    for i, batch in enumerate(batches):                 # (images, tokens), and for HyCoCLIP its boxes
+        batch = [t.to(device, non_blocking=True) for t in batch]
         last = i == len(batches) - 1
         with ddp.no_sync() if isinstance(ddp, DDP) and not last else nullcontext():
             with autocast(precision, device):
-                out = net(images, tokens)
+                out = net(*batch)
             scaler.scale(out["loss"] / len(batches)).backward()
         keys = keys or list(out)
         values = torch.stack([out[k].detach().float() for k in keys])
@@ -515,7 +520,8 @@ def _stop_diverged(model, cfg, step: int, record: dict, bad: list, grad_norm: fl
 def _build(cfg: TrainConfig, device: torch.device):
     "Model, optimizer, scheduler and grad scaler of a fresh run."
     torch.manual_seed(cfg.seed)
-    options = dict(curv_init=cfg.curv_init, entail_weight=cfg.entail_weight) if cfg.model == "meru" else {}
+    hyperbolic = issubclass(MODEL_KINDS[cfg.model], MERU)                    # MERU and HyCoCLIP
+    options = dict(curv_init=cfg.curv_init, entail_weight=cfg.entail_weight) if hyperbolic else {}
     if cfg.patch_size:
         options["patch_size"] = cfg.patch_size
     model = build_model(cfg.model, cfg.size, image_size=cfg.image_size, **options).to(device)
@@ -657,10 +663,10 @@ def _run(cfg, model, optimizer, scheduler, scaler, out_dir, lead, rank, world, d
     try:
         for step in bar:
             tic = time.perf_counter()
-            micro = [next(batches) for _ in range(cfg.accum_steps)]        # (images, tokens, skip counts, examples)
+            micro = [next(batches) for _ in range(cfg.accum_steps)]        # (images, tokens, [boxes,] skip counts, examples)
             for *_, ex in micro: examples.merge([0] * len(SKIP_REASONS), ex)
-            counts = [sum(c) for c in zip(*(m[2] for m in micro))]
-            record, counts = _train_step(net, model, [m[:2] for m in micro], optimizer, scheduler, scaler, cfg,
+            counts = [sum(c) for c in zip(*(m[-2] for m in micro))]
+            record, counts = _train_step(net, model, [m[:-2] for m in micro], optimizer, scheduler, scaler, cfg,
                                          precision, device, step, counts)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -701,7 +707,7 @@ _PAPER = dict(image_size=224, batch_size=2048, steps=120_000, warmup_steps=4000,
 _SMOKE = dict(image_size=224, data="builtin", n_samples=100_000, steps=200, batch_size=256, warmup_steps=20,
               precision="auto", ckpt_every=0, num_workers=8)
 PRESETS = {**{f"{m}_vit_{s.lower()}": {"model": m, "size": s, "out_dir": f"runs/{m}_vit_{s.lower()}", **_PAPER}
-              for m in MODEL_KINDS for s in ("S", "B", "L")},
+              for m in ("meru", "clip") for s in ("S", "B", "L")},           # HyCoCLIP: the built-in scenes only
            **{f"builtin_{m}_vit_{s.lower()}": {"model": m, "size": s, "out_dir": f"runs/builtin_{m}_vit_{s.lower()}", **_SMOKE}
               for m in MODEL_KINDS for s in ("S", "B")}}
 

@@ -30,8 +30,8 @@ def first_step(cfg: TrainConfig, rank: int = 0, world: int = 1) -> tuple:
     device = torch.device("cpu")
     model, *_ = T._build(cfg, device)
     net = T.wrap_model(model, cfg, device, world)
-    images, tokens, *_ = next(iter(T.make_loader(cfg, model.config["towers"]["context_length"], 0, 1, rank, world)))
-    loss = net(images, tokens)["loss"]
+    batch = next(iter(T.make_loader(cfg, model.config["towers"]["context_length"], 0, 1, rank, world)))
+    loss = net(*batch[:-2])["loss"]                  # (images, tokens[, boxes]); the last two: skip counts
     loss.backward()                                  # under DDP: gradients averaged over the processes
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -47,7 +47,7 @@ def worker(rank: int, folder: str, kind: str):
         tdist.destroy_process_group()
 
 
-@pytest.mark.parametrize("kind", ["meru", "clip"])
+@pytest.mark.parametrize("kind", ["meru", "clip", "hycoclip"])
 def test_two_processes_equal_one(kind, tmp_path):
     "Two gloo processes: the first step's loss and gradients, and two whole steps of `train`, equal one process."
     ctx = mp.get_context("spawn")

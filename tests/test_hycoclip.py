@@ -1,0 +1,90 @@
+"""The third model kind: HyCoCLIP's boxes, its saved weights, its runs (resume, workers, the CLI) and its two-process loss."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import meru_nb.train as T
+from meru_nb.hycoclip import BoxCollate, BoxedScenes, HyCoCLIP, object_box
+from meru_nb.models import build_model, load, save
+from meru_nb.train import TrainConfig, read_log, train
+
+
+def tiny(tmp_path, name="run", **kw):
+    base = dict(model="hycoclip", out_dir=str(tmp_path / name), steps=4, batch_size=8, warmup_steps=1, ckpt_every=0,
+                progress=False, device="cpu", precision="fp32", n_samples=64)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_boxes_are_pure_functions_of_seed_and_index():
+    a, b = BoxedScenes(50, 32, seed=4), BoxedScenes(50, 32, seed=4)
+    for i in (0, 7, 49):
+        x, y = a[i], b[i]
+        assert torch.equal(x[0], y[0]) and torch.equal(x[2], y[2]) and x[1] == y[1] and x[3] == y[3] and x[4] == y[4]
+    assert BoxedScenes(50, 32, seed=5).sample(3).text != a.sample(3).text or BoxedScenes(50, 32, seed=5).sample(4).text != a.sample(4).text
+
+
+def test_boxes_stay_inside_the_image():
+    ds = BoxedScenes(300, 32, seed=1)
+    for i in range(300):
+        s = ds.sample(i)
+        for obj in s.scene.objects:
+            x0, y0, x1, y1 = object_box(obj)
+            assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 and abs((x1 - x0) - (y1 - y0)) < 1e-12
+
+
+def test_save_load_round_trip_and_plugin_import(tmp_path):
+    "A saved HyCoCLIP loads back as HyCoCLIP, also in a fresh process that never imported meru_nb.hycoclip."
+    torch.manual_seed(0)
+    model = build_model("hycoclip", "tiny", entail_weight=0.1)
+    folder = save(model, tmp_path / "m")
+    again = load(folder)
+    assert type(again) is HyCoCLIP and again.entail_weight == 0.1
+    for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k
+    code = ("import sys; from meru_nb.models import load\n"
+            "m = load(sys.argv[1]); assert 'meru_nb.hycoclip' in sys.modules; print(type(m).__name__)")
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "HyCoCLIP"
+
+
+def test_hycoclip_trains_on_the_built_in_scenes_only(tmp_path):
+    with pytest.raises(ValueError, match="'builtin' for model='hycoclip'"):
+        tiny(tmp_path, data=str(tmp_path / "pairs.csv"))
+    assert "builtin_hycoclip_vit_s" in T.PRESETS and "hycoclip_vit_b" not in T.PRESETS
+
+
+def test_run_logs_every_term_and_resumes_exactly(tmp_path):
+    "Four straight steps equal two, a stop, and two more from the checkpoint; the log has the eight loss terms."
+    train(tiny(tmp_path, "straight"))
+    train(tiny(tmp_path, "halves", stop_at=2, ckpt_every=1))
+    train(tiny(tmp_path, "halves", ckpt_every=1, resume=True))
+    a, b = read_log(tmp_path / "straight"), read_log(tmp_path / "halves")
+    assert [r["loss"] for r in a] == [r["loss"] for r in b] and len(a) == 4
+    terms = {"contrastive_box_image", "contrastive_box_text", "entail_text_image", "entail_box_text_box_image",
+             "entail_box_image_image", "entail_box_text_text", "contrastive_loss", "entailment_loss"}
+    assert terms <= set(a[-1]) and all(all(map(lambda k: r[k] >= 0, terms)) for r in a)
+    assert type(load(tmp_path / "straight" / "model")) is HyCoCLIP
+
+
+def test_workers_give_the_same_run(tmp_path):
+    train(tiny(tmp_path, "w0", steps=2, num_workers=0))
+    train(tiny(tmp_path, "w2", steps=2, num_workers=2))
+    assert [r["loss"] for r in read_log(tmp_path / "w0")] == [r["loss"] for r in read_log(tmp_path / "w2")]
+
+
+def test_command_line_trains_hycoclip(tmp_path):
+    out = tmp_path / "cli"
+    subprocess.run([sys.executable, "-c", "import sys; from meru_nb.cli import main; sys.exit(main())", "train", "--model", "hycoclip", "--out-dir", str(out), "--steps", "2",
+                    "--batch-size", "8", "--warmup-steps", "1", "--n-samples", "32", "--progress", "false",
+                    "--device", "cpu"], check=True, capture_output=True, text=True)
+    assert json.loads((out / "config.json").read_text())["model"] == "hycoclip" and len(read_log(out)) == 2
+
+
+def test_forward_without_boxes_is_refused():
+    model = build_model("hycoclip", "tiny")
+    batch = BoxCollate(model.config["towers"]["context_length"])([BoxedScenes(4, 32)[i] for i in range(4)])
+    with pytest.raises(ValueError, match="pairs with boxes"):
+        model(batch[0], batch[1])
