@@ -13,13 +13,14 @@ HTML   := $(BOOK)/_build/html
 # Tools installed in the venv come first on PATH (the book's kernel, nbdev, pytest).
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help run run-book study study-steps test install pytest nbtest export-check book browser clean
+.PHONY: help run run-book study study-steps study-hycoclip test install pytest nbtest export-check book browser clean
 
 help:
 	@echo "make run    train MERU and CLIP on the built-in scenes (papermill), evaluate both, build the book with their results"
 	@echo "make test   pytest, notebook tests, export check and the book build"
 	@echo "make study  MERU's entailment weight: 5 values x 3 seeds at 1000 steps (~50 min on 2 cores)"
 	@echo "make study-steps  make run's schedule: MERU and CLIP x 3 seeds at 1500 steps (~45 min on 2 cores)"
+	@echo "make study-hycoclip  HyCoCLIP, MERU and CLIP with make run's recipe, measured on test scenes (chapter 11b)"
 
 ## Install: a fresh venv with the package (editable) and the dev extras.
 $(STAMP): pyproject.toml
@@ -75,6 +76,11 @@ study: install
 ## validation scenes; writes nbs/results/steps_study.json. Finished runs in $(RUNS)/steps are kept.
 study-steps: install
 	$(BIN)/python -c "import sys; from meru_nb.study import main; sys.exit(main())" --compare-steps --out nbs/results/steps_study.json --work-dir $(RUNS)/steps
+
+## HyCoCLIP beside MERU and CLIP (chapter 11b): make run's recipe, one seed, evaluated on the test scenes
+## with the compositional measurements; writes nbs/results/hycoclip_study.json. Finished runs are kept.
+study-hycoclip: install
+	$(BIN)/python -c "import sys; from meru_nb.compositional import main; sys.exit(main())" --out nbs/results/hycoclip_study.json --work-dir $(RUNS)/hycoclip
 
 ## The test command: everything CI checks.
 test: install export-check pytest nbtest book browser

@@ -6,7 +6,7 @@ then how long `make run` trains."""
 
 # %% auto #0
 __all__ = ['LAMBDAS', 'SEEDS', 'MARKS', 'VALIDATION_SEED', 'MIN_RADIUS', 'QUANTILES', 'STEP_BUDGETS', 'STEP_MODELS', 'recipe',
-           'measure', 'study_run', 'run_study', 'main', 'summarize', 'steps_run', 'run_steps_study']
+           'measure', 'study_run', 'run_pool', 'run_study', 'main', 'summarize', 'steps_run', 'run_steps_study']
 
 # %% ../nbs/07a_lambda.ipynb #be73124d
 import argparse
@@ -107,8 +107,8 @@ def _one(argv):
 
 _ENTRY = "import sys; from meru_nb.study import main; sys.exit(main())"   # how `make study` and the workers start
 
-def _pool(jobs: list, argv_of, workers: int, desc: str):
-    "Run `main(argv_of(job))` for every job in its own process, `workers` at a time, one thread each; stop at a failure."
+def run_pool(jobs: list, argv_of, workers: int, desc: str, entry: str = _ENTRY):
+    "Run `entry` (Python code reading sys.argv) with `argv_of(job)` for every job in its own process, `workers` at a time, one thread each."
     from tqdm import tqdm
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     pending, running = list(jobs), []
@@ -116,7 +116,7 @@ def _pool(jobs: list, argv_of, workers: int, desc: str):
     while pending or running:
         while pending and len(running) < workers:
             job = pending.pop(0)
-            running.append((job, subprocess.Popen([sys.executable, "-c", _ENTRY, *argv_of(job)], env=env)))
+            running.append((job, subprocess.Popen([sys.executable, "-c", entry, *argv_of(job)], env=env)))
         time.sleep(1)
         for item in [r for r in running if r[1].poll() is not None]:
             running.remove(item)
@@ -133,7 +133,7 @@ def run_study(out: str = "nbs/results/lambda_study.json", work_dir: str = "runs/
     jobs = [(lam, seed, "cpu") for lam in lambdas for seed in seeds] + ([(0.2, 0, "cpu_transformer")] if contrast else [])
     folder = lambda lam, seed, size: Path(work_dir) / f"{size}_lambda{lam:g}_seed{seed}"
     tic = time.perf_counter()
-    _pool(jobs, lambda job: ["--one", str(job[0]), str(job[1]), str(folder(*job)), str(steps), job[2]], workers, "study runs")
+    run_pool(jobs, lambda job: ["--one", str(job[0]), str(job[1]), str(folder(*job)), str(steps), job[2]], workers, "study runs")
     runs = [json.loads((folder(*job) / "study.json").read_text()) for job in jobs]
     result = {"command": "make study", "environment": environment(), "wall_seconds": time.perf_counter() - tic,
               "workers": workers, "lambdas": list(lambdas), "seeds": list(seeds), "steps": steps, "runs": runs}
@@ -202,7 +202,7 @@ def run_steps_study(out: str = "nbs/results/steps_study.json", work_dir: str = "
     jobs = [(m, n, seed) for n in budgets for m in models for seed in seeds]
     folder = lambda m, n, seed: Path(work_dir) / f"{m}_steps{n}_seed{seed}"
     tic = time.perf_counter()
-    _pool(jobs, lambda job: ["--one-steps", job[0], str(job[1]), str(job[2]), str(folder(*job))], workers, "schedule runs")
+    run_pool(jobs, lambda job: ["--one-steps", job[0], str(job[1]), str(job[2]), str(folder(*job))], workers, "schedule runs")
     runs = [json.loads((folder(*job) / "steps.json").read_text()) for job in jobs]
     result = {"command": "make study-steps", "environment": environment(), "wall_seconds": time.perf_counter() - tic,
               "train_seconds": sum(r["seconds"] for r in runs),        # also of runs kept from an earlier invocation
