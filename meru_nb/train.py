@@ -7,7 +7,8 @@ __all__ = ['PRECISIONS', 'RUNTIME_FIELDS', 'RUN_FILES', 'PRESETS', 'coerce_field
            'build_optimizer', 'lr_factor', 'build_scheduler', 'resolve_device', 'resolve_precision', 'autocast',
            'init_distributed', 'wrap_model', 'StepSampler', 'Collate', 'data_kind', 'check_data', 'make_loader',
            'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'log_line', 'read_log', 'plot_log',
-           'run_fields', 'check_out_dir', 'RunLock', 'train', 'check_fields', 'config_from_args', 'main']
+           'run_fields', 'check_out_dir', 'RunLock', 'initial_model', 'train', 'check_fields', 'config_from_args',
+           'main']
 
 # %% ../nbs/07_train.ipynb #d212e0cf
 import argparse
@@ -81,6 +82,8 @@ class TrainConfig:
     model: str = "meru"                  # 'meru', 'clip', or 'hycoclip' (chapter 11a; built-in scenes only)
     size: str = "tiny"                   # towers: 'tiny' (tests), 'cpu' (CPU runs), 'S', 'B', 'L'
     patch_size: int = 0                  # ViT patch side in pixels; 0 keeps the size's own (tiny 4, S/B/L 16)
+    init_from: str = ""                  # MERU only: a CLIP run or model folder to start from (its towers; chapter 11c)
+    train_blocks: int = -1               # with init_from: -1 trains all, 0 only projections and scalars, k the last k blocks
     curv_init: float = 1.0               # MERU and HyCoCLIP: initial curvature c
     entail_weight: float = 0.2           # MERU and HyCoCLIP: weight of the entailment loss (paper 0.2)
     data: str = "builtin"                # 'builtin' scenes, webdataset shards (glob, {a..b} or '::'-separated), or a .csv/.tsv
@@ -130,6 +133,9 @@ class TrainConfig:
                   ("n_samples", self.n_samples > 0, "positive"),
                   ("overwrite", not (self.overwrite and self.resume), "False when resume=True (resume keeps the run, overwrite replaces it)"),
                   ("redcaps_prob", 0 <= self.redcaps_prob <= 1, "in [0, 1]"), ("data", bool(str(self.data).strip()), "not empty"),
+                  ("init_from", not self.init_from or self.model == "meru", "empty unless model='meru' (MERU starts from a CLIP)"),
+                  ("train_blocks", self.train_blocks >= -1 and (self.train_blocks == -1 or bool(self.init_from)),
+                   "-1, or a whole number >= 0 with init_from"),
                   ("data", self.model != "hycoclip" or self.data == "builtin",
                    "'builtin' for model='hycoclip' (only the built-in scenes have boxes)")]
         for name, ok, expected in checks:
@@ -517,14 +523,23 @@ def _stop_diverged(model, cfg, step: int, record: dict, bad: list, grad_norm: fl
         f"(now {cfg.warmup_steps}) or grad_clip > 0 (now {cfg.grad_clip:g})")
 
 # %% ../nbs/07_train.ipynb #017aa573
-def _build(cfg: TrainConfig, device: torch.device):
-    "Model, optimizer, scheduler and grad scaler of a fresh run."
+def initial_model(cfg: TrainConfig, device="cpu") -> nn.Module:
+    "The model a run of `cfg` starts from: built from scratch (seeded), or for `init_from` MERU on that CLIP (chapter 11c)."
     torch.manual_seed(cfg.seed)
+    if cfg.init_from:                          # alphas calibrated on 256 of the run's own pairs
+        from meru_nb.finetune import start_from_clip   # here, not at the top: chapter 11c's study imports this module
+        first = lambda ctx: next(iter(make_loader(dataclasses.replace(cfg, batch_size=256, num_workers=0, accum_steps=1),
+                                                  ctx, 0, 1)))[:2]
+        return start_from_clip(cfg.init_from, cfg, first).to(device)
     hyperbolic = issubclass(MODEL_KINDS[cfg.model], MERU)                    # MERU and HyCoCLIP
     options = dict(curv_init=cfg.curv_init, entail_weight=cfg.entail_weight) if hyperbolic else {}
     if cfg.patch_size:
         options["patch_size"] = cfg.patch_size
-    model = build_model(cfg.model, cfg.size, image_size=cfg.image_size, **options).to(device)
+    return build_model(cfg.model, cfg.size, image_size=cfg.image_size, **options).to(device)
+
+def _build(cfg: TrainConfig, device: torch.device):
+    "Model, optimizer, scheduler and grad scaler of a fresh run."
+    model = initial_model(cfg, device)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=resolve_precision(cfg.precision, device) == "fp16")

@@ -88,3 +88,27 @@ def test_forward_without_boxes_is_refused():
     batch = BoxCollate(model.config["towers"]["context_length"])([BoxedScenes(4, 32)[i] for i in range(4)])
     with pytest.raises(ValueError, match="pairs with boxes"):
         model(batch[0], batch[1])
+
+
+def test_meru_from_a_clip_run_resumes_exactly_and_checks_its_start(tmp_path):
+    "init_from: a finished CLIP run seeds MERU; straight and interrupted runs agree; bad starts fail before the folder exists."
+    train(TrainConfig(model="clip", out_dir=str(tmp_path / "clip"), steps=2, batch_size=8, warmup_steps=1, ckpt_every=0,
+                      progress=False, device="cpu", precision="fp32", n_samples=64))
+    base = dict(model="meru", init_from=str(tmp_path / "clip"), steps=4, batch_size=8, warmup_steps=1, progress=False,
+                device="cpu", precision="fp32", n_samples=64, train_blocks=0)
+    train(TrainConfig(out_dir=str(tmp_path / "straight"), ckpt_every=0, **base))
+    train(TrainConfig(out_dir=str(tmp_path / "halves"), ckpt_every=1, stop_at=2, **base))
+    train(TrainConfig(out_dir=str(tmp_path / "halves"), ckpt_every=1, resume=True, **base))
+    assert [r["loss"] for r in read_log(tmp_path / "straight")] == [r["loss"] for r in read_log(tmp_path / "halves")]
+    clip, meru = load(tmp_path / "clip" / "model"), load(tmp_path / "straight" / "model")
+    frozen = [k for k in clip.state_dict() if k.startswith(("visual.", "textual.")) and "running" not in k and "num_batches" not in k]
+    assert frozen and all(torch.equal(clip.state_dict()[k], meru.state_dict()[k]) for k in frozen)   # train_blocks=0
+    with pytest.raises(ValueError, match="`init_from` must be empty unless model='meru'"):
+        TrainConfig(model="clip", init_from=str(tmp_path / "clip"))
+    with pytest.raises(ValueError, match="`train_blocks` must be -1, or a whole number >= 0 with init_from"):
+        TrainConfig(train_blocks=1)
+    with pytest.raises(ValueError, match="holds a 'meru' model"):
+        train(TrainConfig(out_dir=str(tmp_path / "again"), **{**base, "init_from": str(tmp_path / "straight")}))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train(TrainConfig(out_dir=str(tmp_path / "gone"), **{**base, "init_from": str(tmp_path / "nowhere")}))
+    assert not (tmp_path / "again").exists() and not (tmp_path / "gone").exists()
