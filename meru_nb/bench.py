@@ -406,7 +406,7 @@ def plot_results(results: dict, axes=None):
     "Median step time and peak memory against B, ours and geoopt, log-log; returns the two axes."
     import matplotlib.pyplot as plt
     if axes is None:
-        axes = plt.subplots(1, 2, figsize=(11, 4))[1]
+        axes = plt.subplots(1, 2, figsize=(8.5, 3.6))[1]
     rows = results["results"]
     for impl, color in (("ours", "tab:blue"), ("geoopt", "tab:orange")):
         pts = [(r["batch"], r[impl]) for r in rows if impl in r]

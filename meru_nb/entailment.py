@@ -134,7 +134,7 @@ def cone_animation(x_distance=(0.2, 3.0), x_angle: float = 30, y_distance: float
     from matplotlib.animation import FuncAnimation
     sweep = lambda v: torch.linspace(*v, frames).tolist() if isinstance(v, tuple) else [float(v)] * frames
     xd, ya = sweep(x_distance), sweep(y_angle)
-    fig, ax = plt.subplots(figsize=(4.2, 4.4), dpi=72)
+    fig, ax = plt.subplots(figsize=(4.2, 4.4), dpi=96)
 
     def draw(k):
         ax.clear()

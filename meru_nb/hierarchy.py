@@ -370,21 +370,22 @@ def plot_level_histograms(model, s: dict, root: Tensor = None, ax=None):
     for l in range(5):
         if (levels == l).any():
             ax.hist(g_txt[levels == l].numpy(), bins, histtype="step", lw=1.6, color=_LEVEL_COLOURS[l], label=f"level {l}")
-    ax.set_xlabel(_generality_label(model)); ax.set_ylabel("count"); ax.legend(fontsize=7)
+    ax.set_xlabel(_generality_label(model)); ax.set_ylabel("count"); ax.legend(fontsize=8)
     return ax
 
 # %% ../nbs/11_hierarchy.ipynb #65d05e28
 def plot_traversal(image: Tensor, sequences: dict, caption: str = None, axes=None):
     "An image (3, H, W) beside the text sequences of each model ({name: [texts]}), specific to generic."
+    import textwrap
     import matplotlib.pyplot as plt
     if axes is None: axes = plt.subplots(1, 1 + len(sequences), figsize=(2.2 + 3 * len(sequences), 2.6),
                                          gridspec_kw={"width_ratios": [0.7] + [1] * len(sequences)})[1]
     axes[0].imshow(image.permute(1, 2, 0).clamp(0, 1).numpy()); axes[0].axis("off")
-    if caption: axes[0].set_title(caption, fontsize=8)
+    if caption: axes[0].set_title(textwrap.fill(caption, 28), fontsize=9)
     for ax, (name, seq) in zip(axes[1:], sequences.items()):
-        ax.axis("off"); ax.set_title(name, fontsize=9)
+        ax.axis("off"); ax.set_title(name, fontsize=10)
         text = "\n↓\n".join(seq) if len(seq) <= 8 else "\n↓\n".join(seq[:4] + ["…"] + seq[-3:])
-        ax.text(0.02, 0.98, text, va="top", ha="left", fontsize=7.5, transform=ax.transAxes)
+        ax.text(0.02, 0.98, text, va="top", ha="left", fontsize=9, transform=ax.transAxes)
     return axes
 
 # %% ../nbs/11_hierarchy.ipynb #47f3db3d
@@ -412,7 +413,7 @@ def plot_poincare(model, s: dict, ax=None):
     ax.scatter(*xy_img.T, s=6, c="0.6", label="images")
     for l in range(5):
         if (levels == l).any(): ax.scatter(*xy_txt[levels == l].T, s=9, color=_LEVEL_COLOURS[l], label=f"level {l}")
-    ax.legend(fontsize=6, loc="lower right", bbox_to_anchor=(1.25, 0))
+    ax.legend(fontsize=8, loc="lower right", bbox_to_anchor=(1.3, 0))
     return ax
 
 # %% ../nbs/11_hierarchy.ipynb #f5540cfa
