@@ -7,7 +7,7 @@ __all__ = ['CROP_MARGIN', 'APERTURE_ACROSS', 'APERTURE_WITHIN', 'object_box', 's
            'BoxedSample', 'BoxedScenes', 'BoxCollate', 'cone_loss', 'masked_mean', 'box_count', 'hycoclip_losses',
            'HyCoCLIP']
 
-# %% ../nbs/11a_hycoclip.ipynb #75927bb7
+# %% ../nbs/11a_hycoclip.ipynb #ef3975a6
 import itertools
 import math
 from dataclasses import dataclass
@@ -27,7 +27,7 @@ from .entailment import exterior_angle, half_aperture
 from .models import MERU, MODEL_KINDS, local_targets, paired_logits, gather_features, symmetric_cross_entropy
 from .lorentz import pairwise_dist
 
-# %% ../nbs/11a_hycoclip.ipynb #d09ed1f3
+# %% ../nbs/11a_hycoclip.ipynb #92df40fe
 CROP_MARGIN = 1.25   # half the box's side, in object radii
 
 def object_box(obj: SceneObject, margin: float = CROP_MARGIN) -> tuple:
@@ -57,7 +57,7 @@ def crop_object(scene: Scene, obj: SceneObject, size: int) -> Image.Image:
     "The crop of `obj` in `scene`: its box rendered as a `size` x `size` RGB image."
     return render(scene_through(scene, object_box(obj)), size)
 
-# %% ../nbs/11a_hycoclip.ipynb #614f68ac
+# %% ../nbs/11a_hycoclip.ipynb #a7810d52
 def box_part(scene: Scene, caption: Caption, rng: np.random.Generator):
     "(part, index of its object in `scene`) for one part of `caption` drawn by `rng`, or None for a caption without parts."
     if not caption.parts: return None
@@ -68,7 +68,7 @@ def box_part(scene: Scene, caption: Caption, rng: np.random.Generator):
             return caption.parts[k], assignment[k]
     raise ValueError(f"{caption} is not true of the scene {scene}")
 
-# %% ../nbs/11a_hycoclip.ipynb #152fda19
+# %% ../nbs/11a_hycoclip.ipynb #23267fda
 @dataclass
 class BoxedSample:
     "One item of `BoxedScenes` with its ground truth: the plain sample's fields, then the box (None without one)."
@@ -104,8 +104,9 @@ class BoxedScenes(Dataset):
 
     def __getitem__(self, i):
         s = self.sample(i)
-        crop = _tensor(s.crop) if s.crop is not None else torch.zeros(3, self.size, self.size)
-        return _tensor(s.image), s.text, crop, s.phrase or "", s.crop is not None
+        image = _tensor(s.image)
+        if s.crop is None: return image, s.text, image, s.text, False   # no box: a stand-in the losses mask out
+        return image, s.text, _tensor(s.crop), s.phrase, True
 
 class BoxCollate:
     "Batch of BoxedScenes items -> (images, tokens, crops, phrase tokens, has_box), tokenized in the worker."
@@ -115,7 +116,7 @@ class BoxCollate:
         return (torch.stack(images), tokenize(list(texts), self.context_length), torch.stack(crops),
                 tokenize(list(phrases), self.context_length), torch.tensor(has_box))
 
-# %% ../nbs/11a_hycoclip.ipynb #a0a0e164
+# %% ../nbs/11a_hycoclip.ipynb #99abfb78
 APERTURE_ACROSS, APERTURE_WITHIN = 0.7, 1.2    # HyCoCLIP's aperture factors m: text over image; within a modality
 
 def cone_loss(x: Tensor, y: Tensor, curv: Tensor, m: float = 1.0) -> Tensor:
@@ -136,7 +137,7 @@ def box_count(has_box: Tensor) -> Tensor:
         n = n.clone(); tdist.all_reduce(n); n = n / tdist.get_world_size()
     return n
 
-# %% ../nbs/11a_hycoclip.ipynb #a6868030
+# %% ../nbs/11a_hycoclip.ipynb #baf321fb
 def hycoclip_losses(x_img, y_txt, x_box, y_box, has_box, curv, scale) -> dict:
     "HyCoCLIP's four contrastive and four entailment terms of lifted embeddings (B, n), as a dict with their totals."
     targets = local_targets(len(x_img), x_img.device)
@@ -154,7 +155,7 @@ def hycoclip_losses(x_img, y_txt, x_box, y_box, has_box, curv, scale) -> dict:
     entailment = 0.5 * sum(v for k, v in terms.items() if k.startswith("entail_"))
     return {"contrastive_loss": contrastive, "entailment_loss": entailment, **terms}
 
-# %% ../nbs/11a_hycoclip.ipynb #13cb87c6
+# %% ../nbs/11a_hycoclip.ipynb #eb8db8a8
 class HyCoCLIP(MERU):
     "MERU trained with HyCoCLIP's compositional losses: every pair with one object's crop and phrase."
     def forward(self, images: Tensor, tokens: Tensor, box_images: Tensor = None, box_tokens: Tensor = None,
@@ -163,8 +164,9 @@ class HyCoCLIP(MERU):
         if box_images is None or box_tokens is None or has_box is None:
             raise ValueError("HyCoCLIP trains on pairs with boxes: pass box_images, box_tokens and has_box "
                              "(the loader of BoxedScenes gives them)")
-        x_img, y_txt = self.encode_image(images), self.encode_text(tokens)
-        x_box, y_box = self.encode_image(box_images), self.encode_text(box_tokens)
+        n = len(images)                    # one call per tower: batch norms see scenes and crops together (below)
+        x, y = self.encode_image(torch.cat([images, box_images])), self.encode_text(torch.cat([tokens, box_tokens]))
+        x_img, x_box, y_txt, y_box = x[:n], x[n:], y[:n], y[n:]
         c, s = self.curvature(), self.logit_scale.float().exp()
         terms = hycoclip_losses(x_img, y_txt, x_box, y_box, has_box.bool(), c, s)
         loss = terms["contrastive_loss"] + self.entail_weight * terms["entailment_loss"]

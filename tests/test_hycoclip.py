@@ -112,3 +112,15 @@ def test_meru_from_a_clip_run_resumes_exactly_and_checks_its_start(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         train(TrainConfig(out_dir=str(tmp_path / "gone"), **{**base, "init_from": str(tmp_path / "nowhere")}))
     assert not (tmp_path / "again").exists() and not (tmp_path / "gone").exists()
+
+
+def test_scenes_and_crops_share_one_pass_per_tower(monkeypatch):
+    "Batch norms must see scenes and crops in one batch: one encode_image and one encode_text call per forward, of 2B rows."
+    model = build_model("hycoclip", "cpu", image_size=32)
+    batch = BoxCollate(model.config["towers"]["context_length"])([BoxedScenes(6, 32)[i] for i in range(6)])
+    calls = []
+    for name in ("encode_image", "encode_text"):
+        original = getattr(model, name)
+        monkeypatch.setattr(model, name, lambda x, *a, _f=original, _n=name, **k: calls.append((_n, len(x))) or _f(x, *a, **k))
+    model(*batch)
+    assert sorted(calls) == [("encode_image", 12), ("encode_text", 12)]

@@ -105,7 +105,7 @@ def test_bad_model_arguments(bad):
 
 @pytest.mark.parametrize("kind, options, match", [
     ("vit", {}, "unknown model kind 'vit'"),
-    ("clip", {"curv_init": 2.0}, "apply to MERU only"),
+    ("clip", {"curv_init": 2.0}, "apply to MERU and its descendants only"),
     ("meru", {"image_widht": 64}, r"unknown options \['image_widht'\]"),
 ])
 def test_build_model_refuses_bad_options(kind, options, match):
