@@ -19,8 +19,8 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from .data import HierarchicalScenes, describes
-from .evaluation import (ImageFiles, embed_images, embed_texts, load_model, model_kind, model_sizes, scores)
-from .models import MODEL_KINDS, build_model
+from .evaluation import (KINDS, ImageFiles, embed_images, embed_texts, load_model, model_kind, model_sizes, scores)
+from .models import build_model
 from .pipelines import to_float_tensor
 
 # %% ../nbs/09_retrieval.ipynb #31d0f676
@@ -173,7 +173,7 @@ def retrieval_main(argv: list[str] | None = None) -> int:
     src.add_argument("--builtin", type=int, metavar="N", help="N built-in scenes with level-4 captions")
     p.add_argument("--images", help="image folder (for --csv: the root of its paths)")
     p.add_argument("--split", default="test", help="Karpathy split (default: test)")
-    p.add_argument("--kind", choices=list(MODEL_KINDS), help="refuse a model of the other kind")
+    p.add_argument("--kind", choices=list(KINDS), help="refuse a model of the other kind")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="write the result as JSON here")

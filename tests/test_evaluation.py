@@ -144,7 +144,7 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match=r"missing \['dog'\], unknown \['wolf'\]"):
         zero_shot_folder(meru, tmp_path / "imgs", {"cat": "cat", "wolf": "wolf"})
     with pytest.raises(ValueError, match="1 class names for 2 classes"): folder_classnames(["cat", "dog"], ["cat"])
-    with pytest.raises(ValueError, match="needs a"): class_embeddings(meru, ["cat"], ["a photo of a cat"])
+    with pytest.raises(ValueError, match="must be a string with"): class_embeddings(meru, ["cat"], ["a photo of a cat"])
     save(meru, tmp_path / "meru")
     with pytest.raises(ValueError, match="holds a 'meru' model, not the 'clip'"): load_model(tmp_path / "meru", kind="clip")
     (tmp_path / "run").mkdir()
