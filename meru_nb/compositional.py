@@ -7,7 +7,7 @@ __all__ = ['SHAPE_PAIRS', 'KINDS', 'STUDY_STEPS', 'TEST_SEED', 'TRAVERSED', 'TRA
            'box_embeddings', 'box_metrics', 'satisfies_any', 'compositional_run', 'traversals_of',
            'run_compositional_study', 'main']
 
-# %% ../nbs/11b_compositional.ipynb #71b9072b
+# %% ../nbs/11b_compositional.ipynb #92ceb52a
 import argparse
 import dataclasses
 import itertools
@@ -28,7 +28,7 @@ from .report import HEADLINE, compare, differences, environment, evaluate_run, l
 from .study import recipe, run_pool
 from .train import train
 
-# %% ../nbs/11b_compositional.ipynb #5855ebdc
+# %% ../nbs/11b_compositional.ipynb #288cc77f
 SHAPE_PAIRS = sorted(tuple(sorted(p)) for p in itertools.combinations_with_replacement(SHAPES.leaves, 2))
 
 def _mean_ci(values, n_boot: int = 200, seed: int = 0) -> dict:
@@ -51,7 +51,7 @@ def two_object_zero_shot(model, n: int = 300, seed: int = 1007) -> dict:
     return {"n": n, "chance": 1 / len(SHAPE_PAIRS), "both": _mean_ci(correct), "at_least_one": _mean_ci(one),
             "texts": texts}
 
-# %% ../nbs/11b_compositional.ipynb #f68e103c
+# %% ../nbs/11b_compositional.ipynb #dfe8522f
 def box_embeddings(model, n: int = 200, seed: int = 1006) -> dict:
     "Scenes, their captions, every object's crop and phrase, embedded, with ground truth and generality of each."
     size = model_sizes(model)[0]
@@ -70,7 +70,7 @@ def box_embeddings(model, n: int = 200, seed: int = 1006) -> dict:
                        (("scenes", "x_scene"), ("crops", "x_crop"), ("captions", "y_caption"), ("phrases", "y_phrase"))}
     return e
 
-# %% ../nbs/11b_compositional.ipynb #2b95ea93
+# %% ../nbs/11b_compositional.ipynb #3e395312
 def _auc_by_rows(score: np.ndarray, label: np.ndarray, n_boot: int = 200, seed: int = 0) -> dict:
     "ROC-AUC of a (rows, columns) score matrix against boolean labels, with an interval from resampling the rows."
     draws = bootstrap_draws(lambda i: roc_auc(score[i].ravel(), label[i].ravel()), len(score), n_boot, seed)
@@ -96,7 +96,7 @@ def satisfies_any(scene, part) -> bool:
     "Whether some object of `scene` satisfies `part`."
     return any(satisfies(o, part) for o in scene.objects)
 
-# %% ../nbs/11b_compositional.ipynb #e300974b
+# %% ../nbs/11b_compositional.ipynb #06859e89
 KINDS = ("hycoclip", "meru", "clip")
 STUDY_STEPS = 1500        # make run's schedule
 TEST_SEED = 1000          # the results chapter's held-out scenes

@@ -7,7 +7,7 @@ __all__ = ['CROP_MARGIN', 'APERTURE_ACROSS', 'APERTURE_WITHIN', 'object_box', 's
            'BoxedSample', 'BoxedScenes', 'BoxCollate', 'cone_loss', 'masked_mean', 'box_count', 'hycoclip_losses',
            'HyCoCLIP']
 
-# %% ../nbs/11a_hycoclip.ipynb #ef3975a6
+# %% ../nbs/11a_hycoclip.ipynb #a0c33629
 import itertools
 import math
 from dataclasses import dataclass
@@ -27,7 +27,7 @@ from .entailment import exterior_angle, half_aperture
 from .models import MERU, MODEL_KINDS, local_targets, paired_logits, gather_features, symmetric_cross_entropy
 from .lorentz import pairwise_dist
 
-# %% ../nbs/11a_hycoclip.ipynb #92df40fe
+# %% ../nbs/11a_hycoclip.ipynb #5f115d5f
 CROP_MARGIN = 1.25   # half the box's side, in object radii
 
 def object_box(obj: SceneObject, margin: float = CROP_MARGIN) -> tuple:
@@ -57,7 +57,7 @@ def crop_object(scene: Scene, obj: SceneObject, size: int) -> Image.Image:
     "The crop of `obj` in `scene`: its box rendered as a `size` x `size` RGB image."
     return render(scene_through(scene, object_box(obj)), size)
 
-# %% ../nbs/11a_hycoclip.ipynb #a7810d52
+# %% ../nbs/11a_hycoclip.ipynb #6f024424
 def box_part(scene: Scene, caption: Caption, rng: np.random.Generator):
     "(part, index of its object in `scene`) for one part of `caption` drawn by `rng`, or None for a caption without parts."
     if not caption.parts: return None
@@ -68,7 +68,7 @@ def box_part(scene: Scene, caption: Caption, rng: np.random.Generator):
             return caption.parts[k], assignment[k]
     raise ValueError(f"{caption} is not true of the scene {scene}")
 
-# %% ../nbs/11a_hycoclip.ipynb #23267fda
+# %% ../nbs/11a_hycoclip.ipynb #ab1c4872
 @dataclass
 class BoxedSample:
     "One item of `BoxedScenes` with its ground truth: the plain sample's fields, then the box (None without one)."
@@ -116,7 +116,7 @@ class BoxCollate:
         return (torch.stack(images), tokenize(list(texts), self.context_length), torch.stack(crops),
                 tokenize(list(phrases), self.context_length), torch.tensor(has_box))
 
-# %% ../nbs/11a_hycoclip.ipynb #99abfb78
+# %% ../nbs/11a_hycoclip.ipynb #a9246cdd
 APERTURE_ACROSS, APERTURE_WITHIN = 0.7, 1.2    # HyCoCLIP's aperture factors m: text over image; within a modality
 
 def cone_loss(x: Tensor, y: Tensor, curv: Tensor, m: float = 1.0) -> Tensor:
@@ -137,7 +137,7 @@ def box_count(has_box: Tensor) -> Tensor:
         n = n.clone(); tdist.all_reduce(n); n = n / tdist.get_world_size()
     return n
 
-# %% ../nbs/11a_hycoclip.ipynb #baf321fb
+# %% ../nbs/11a_hycoclip.ipynb #9efa9f93
 def hycoclip_losses(x_img, y_txt, x_box, y_box, has_box, curv, scale) -> dict:
     "HyCoCLIP's four contrastive and four entailment terms of lifted embeddings (B, n), as a dict with their totals."
     targets = local_targets(len(x_img), x_img.device)
@@ -155,7 +155,7 @@ def hycoclip_losses(x_img, y_txt, x_box, y_box, has_box, curv, scale) -> dict:
     entailment = 0.5 * sum(v for k, v in terms.items() if k.startswith("entail_"))
     return {"contrastive_loss": contrastive, "entailment_loss": entailment, **terms}
 
-# %% ../nbs/11a_hycoclip.ipynb #eb8db8a8
+# %% ../nbs/11a_hycoclip.ipynb #ae585c78
 class HyCoCLIP(MERU):
     "MERU trained with HyCoCLIP's compositional losses: every pair with one object's crop and phrase."
     def forward(self, images: Tensor, tokens: Tensor, box_images: Tensor = None, box_tokens: Tensor = None,
