@@ -6,7 +6,7 @@
 __all__ = ['FINETUNE_STEPS', 'FINETUNE_MARKS', 'VARIANTS', 'calibrated_alpha', 'meru_from_clip', 'set_trainable',
            'start_from_clip', 'quick_validation', 'finetune_run', 'run_finetune_study', 'main']
 
-# %% ../nbs/11c_from_clip.ipynb #17c16ac4
+# %% ../nbs/11c_from_clip.ipynb #3f02cda5
 import argparse
 import dataclasses
 import json
@@ -24,7 +24,7 @@ from .encoders import TowerConfig, tokenize
 from .evaluation import load_model, model_kind
 from .models import MERU, CLIPBaseline, build_model
 
-# %% ../nbs/11c_from_clip.ipynb #0261c5fa
+# %% ../nbs/11c_from_clip.ipynb #9663ba4a
 def calibrated_alpha(features: Tensor) -> float:
     "log alpha with alpha = 1 / median norm of `features` (N, d), at most 0 (alpha <= 1, MERU's clamp)."
     median = features.float().norm(dim=-1).median().item()
@@ -49,7 +49,7 @@ def meru_from_clip(clip: CLIPBaseline, images: Tensor, tokens: Tensor, curv_init
         meru.train(was)
     return meru
 
-# %% ../nbs/11c_from_clip.ipynb #3f14d623
+# %% ../nbs/11c_from_clip.ipynb #894d515b
 def _blocks(tower: nn.Module) -> list:
     "The transformer blocks of a tower, in order ([] for a tower without any)."
     for path in ("blocks", "transformer.resblocks"):
@@ -77,7 +77,7 @@ def set_trainable(model: MERU, train_blocks: int = -1) -> dict:
     count = lambda module: sum(p.numel() for p in module.parameters() if p.requires_grad)
     return {"visual": count(model.visual), "textual": count(model.textual), "all": count(model)}
 
-# %% ../nbs/11c_from_clip.ipynb #514857d7
+# %% ../nbs/11c_from_clip.ipynb #4382ecc1
 def start_from_clip(path, cfg, calibration) -> MERU:
     "The MERU a run with `init_from=path` starts from: on the CLIP in `path`, alphas from `calibration(context_length)` -> (images, tokens)."
     clip = load_model(path)
@@ -91,14 +91,14 @@ def start_from_clip(path, cfg, calibration) -> MERU:
     set_trainable(meru, cfg.train_blocks)
     return meru
 
-# %% ../nbs/11c_from_clip.ipynb #9397fe96
+# %% ../nbs/11c_from_clip.ipynb #5ae4b8c7
 from .hierarchy import embed_scenes, generality, spearman
 from .evaluation import zero_shot_builtin
 from .report import HEADLINE, compare, differences, environment, evaluate_run
 from .study import VALIDATION_SEED, recipe, run_pool
 from .train import TrainConfig, initial_model, train
 
-# %% ../nbs/11c_from_clip.ipynb #eb0943a8
+# %% ../nbs/11c_from_clip.ipynb #71c95d0b
 FINETUNE_STEPS = 300
 FINETUNE_MARKS = (0, 25, 50, 100, 200, 300)
 VARIANTS = {"from_clip": {"train_blocks": -1}, "from_clip_frozen": {"train_blocks": 0}, "from_scratch": None}
@@ -133,7 +133,7 @@ def finetune_run(variant: str, clip_run, steps: int, seed: int, out_dir, marks=F
     done.write_text(json.dumps(record, indent=1) + "\n")
     return record
 
-# %% ../nbs/11c_from_clip.ipynb #bc1829e1
+# %% ../nbs/11c_from_clip.ipynb #a082e5b9
 _ENTRY = "import sys; from meru_nb.finetune import main; sys.exit(main())"
 
 def run_finetune_study(out: str = "nbs/results/finetune_study.json", work_dir: str = "runs/finetune",
