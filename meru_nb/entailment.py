@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from .lorentz import (_clamp_eps, _float32, _pair_args, _point_args,
+from .lorentz import (check_pair, check_point, clamp_eps, in_float32,
                              lorentz_to_poincare, plot_poincare_disk, poincare_to_lorentz)
 
 # %% ../nbs/03_entailment.ipynb #53a75a4d
@@ -22,10 +22,10 @@ def _hypot1(z: Tensor) -> Tensor:
     return torch.hypot(torch.ones_like(z), z)
 
 # %% ../nbs/03_entailment.ipynb #cf635c56
-@_float32
+@in_float32
 def exterior_angle(x: Tensor, y: Tensor, curv=1.0) -> Tensor:
     "Exterior angle at `x` of the triangle O-x-y, element-wise for `x`, `y` (..., n); in [0, pi]."
-    x, y, c = _pair_args(x, y, curv)
+    x, y, c = check_pair(x, y, curv)
     x, y = c**0.5 * x, c**0.5 * y                         # unit curvature: angles are scale-free
     r = torch.linalg.vector_norm(x, dim=-1)               # sinh a
     has_dir = r > _TINY                                   # x = O has no direction
@@ -40,13 +40,13 @@ def exterior_angle(x: Tensor, y: Tensor, curv=1.0) -> Tensor:
     return torch.atan2(torch.where(same, 0.0, q), torch.where(same, 1.0, along))
 
 # %% ../nbs/03_entailment.ipynb #952f9a20
-@_float32
+@in_float32
 def half_aperture(x: Tensor, curv=1.0, min_radius: float = 0.1) -> Tensor:
     "Half-aperture of the cone at `x` (..., n): asin(2K / (sqrt(c) ||x||)), with K = `min_radius`."
-    x, c = _point_args(x, curv)
+    x, c = check_point(x, curv)
     if isinstance(min_radius, bool) or not isinstance(min_radius, (int, float)) or not 0 < min_radius < math.inf:
         raise ValueError(f"`min_radius` must be a positive number, got {min_radius!r}")
-    eps = _clamp_eps(x.dtype)
+    eps = clamp_eps(x.dtype)
     ratio = 2 * min_radius / (c**0.5 * torch.linalg.vector_norm(x, dim=-1) + 1e-8)
     return torch.asin(torch.clamp(ratio, -1 + eps, 1 - eps))
 

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from .lorentz import _float32, _point_args
+from .lorentz import check_point, in_float32
 
 # %% ../nbs/02_expmap.ipynb #d797bdee
 _SINH_CAP = math.asinh(2.0**15)  # largest sinh argument: caps sqrt(c) ||exp0(v)|| at 2^15
@@ -30,15 +30,15 @@ def _asinh_ratio(r2: Tensor) -> Tensor:
     return torch.where(small, 1 - r2 / 6, torch.asinh(r) / r)
 
 # %% ../nbs/02_expmap.ipynb #ab8a6bd4
-@_float32
+@in_float32
 def exp_map0(v: Tensor, curv=1.0) -> Tensor:
     "Exponential map at the origin of tangent vectors `v` (..., n): sinh(r) v / r, r = sqrt(c) ||v||."
-    v, c = _point_args(v, curv, "v")
+    v, c = check_point(v, curv, "v")
     return _sinh_ratio(c * v.pow(2).sum(-1, keepdim=True)) * v
 
 # %% ../nbs/02_expmap.ipynb #9992dfe7
-@_float32
+@in_float32
 def log_map0(x: Tensor, curv=1.0) -> Tensor:
     "Logarithmic map at the origin of points `x` (..., n): asinh(r) x / r, r = sqrt(c) ||x||."
-    x, c = _point_args(x, curv)
+    x, c = check_point(x, curv)
     return _asinh_ratio(c * x.pow(2).sum(-1, keepdim=True)) * x
