@@ -13,7 +13,6 @@ import glob
 import io
 import json
 import os
-import platform
 import tempfile
 import time
 import warnings
@@ -30,8 +29,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 from torchvision.transforms import v2
 
-from .data import HierarchicalScenes, write_shards, _cpu_model
+from .data import HierarchicalScenes, write_shards
 from .encoders import tokenize
+from .sysinfo import hardware, software
 
 # %% ../nbs/06a_pipelines.ipynb #850870be
 def to_float_tensor(img: Image.Image) -> torch.Tensor:
@@ -356,10 +356,8 @@ def loader_throughput(n: int = 2000, workers=(0, 2), batch_size: int = 64, shard
                 rows.append({"source": name, "loader": f"DataLoader batch {batch_size}", "workers": w,
                              "samples_per_second": round(rate, 1), "per_worker": round(rate / max(w, 1), 1)})
     record = {"results": rows, "tiny_meru_train_32px_samples_per_second": round(_train_rate(batch_size), 1), "n": n, "batch_size": batch_size, "context_length": context_length,
-              "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
-              "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-              "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before, after: other work on the machine
-              "webdataset": getattr(wds, "__version__", "?"), "pillow": Image.__version__}
+              **hardware(), **software("webdataset", "pillow"),
+              "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}  # before, after: other work on the machine
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(record, indent=1) + "\n")

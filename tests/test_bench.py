@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from meru_nb import bench
+from meru_nb.cli import bench_main
 
 TINY = dict(dim=16, repeats=1, warmup=1, verbose=False)
 
@@ -60,9 +61,9 @@ def test_losses_agree_in_float64():
 
 
 def test_cli(tmp_path):
-    "`python -m meru_nb.bench geometry` writes the JSON and prints the table (fresh-process runs are covered above)."
+    "`python -m meru_nb.cli bench geometry` writes the JSON and prints the table (fresh-process runs are covered above)."
     out = tmp_path / "sub" / "bench.json"
-    cmd = [sys.executable, "-m", "meru_nb.bench", "geometry", "--out", str(out), "--sizes", "8",
+    cmd = [sys.executable, "-m", "meru_nb.cli", "bench", "geometry", "--out", str(out), "--sizes", "8",
            "--compare-up-to", "8", "--dim", "16", "--repeats", "2", "--warmup", "1", "--no-memory", "--quiet"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -73,13 +74,13 @@ def test_cli(tmp_path):
 def test_cli_requires_out():
     "The command line refuses to run without a place for the results."
     with pytest.raises(SystemExit):
-        bench.main(["geometry"])
+        bench_main(["geometry"])
 
 
 def test_cli_data_benchmark(tmp_path):
-    "`python -m meru_nb.bench data` writes the loader throughput JSON for a tiny run."
+    "`meru-nb bench data` writes the loader throughput JSON for a tiny run."
     import json
-    from meru_nb.bench import main
+    from meru_nb.cli import bench_main as main
     assert main(["data", "--out", str(tmp_path / "data.json"), "--samples", "64", "--workers", "0", "--batch", "16"]) == 0
     rows = json.loads((tmp_path / "data.json").read_text())
     assert "jpeg" in json.dumps(rows) and "builtin 32px" in json.dumps(rows)
@@ -129,9 +130,9 @@ def test_flop_formula_matches_flop_counter(one_thread):
 
 
 def test_train_cli_end_to_end(tmp_path, one_thread):
-    "`bench train` runs two timed steps of each model, the encoders, and writes the JSON with the expected keys."
+    "`bench step` runs two timed steps of each model, the encoders, and writes the JSON with the expected keys."
     out = tmp_path / "step.json"
-    status = bench.main(["train", "--out", str(out), "--sizes", "tiny", "--batch", "4", "--repeats", "2",
+    status = bench_main(["step", "--out", str(out), "--sizes", "tiny", "--batch", "4", "--repeats", "2",
                          "--warmup", "1", "--threads", "1", "--no-memory", "--quiet"])
     assert status == 0
     results = json.loads(out.read_text())
@@ -151,8 +152,8 @@ def test_train_cli_end_to_end(tmp_path, one_thread):
 
 
 def test_gpu_options_run_on_cpu(one_thread):
-    "The GPU run's options (bf16 autocast, channels-last, fused AdamW) run through `bench_train` on the CPU."
-    results = stepbench.bench_train(sizes=("tiny",), image_size=16, batch=4, precision="bf16", channels_last=True,
+    "The GPU run's options (bf16 autocast, channels-last, fused AdamW) run through `bench_step` on the CPU."
+    results = stepbench.bench_step(sizes=("tiny",), image_size=16, batch=4, precision="bf16", channels_last=True,
                                     fused=True, repeats=1, warmup=1, memory=False, embed=False, verbose=False)
     assert [r["compile"] for r in results["results"]] == [False]
     assert all(torch.isfinite(torch.tensor(k["loss"])) for k in results["results"][0]["kinds"].values())
@@ -195,13 +196,13 @@ def test_train_bad_input(option, value):
     "Unknown sizes, precisions, compile modes and devices are refused with the bad value named."
     kwargs = {"sizes": ["tiny"], option: value}
     with pytest.raises(ValueError, match=str(value[0] if option == "sizes" else value)):
-        stepbench.bench_train(**kwargs, verbose=False)
+        stepbench.bench_step(**kwargs, verbose=False)
 
 
 def test_train_cli_bad_size(tmp_path):
     "The command line passes the sizes through the same check."
     with pytest.raises(ValueError, match="'XL'"):
-        bench.main(["train", "--out", str(tmp_path / "x.json"), "--sizes", "tiny,XL"])
+        bench_main(["step", "--out", str(tmp_path / "x.json"), "--sizes", "tiny,XL"])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")

@@ -94,7 +94,7 @@ def cases(w: Path) -> dict:
         "retrieval-csv-wrong-columns": case(["retrieval", model, "--csv", str(w / "columns.csv")], "column"),
         # benchmarks
         "bench-sizes-negative": case(["bench", "geometry", "--sizes", "-3", "--out", str(w / "b.json")], "--sizes must be positive"),
-        "bench-without-geoopt": case(["bench", "geometry", "--sizes", "4", "--out", str(w / "b.json")], "pip install geoopt",
+        "bench-without-geoopt": case(["bench", "geometry", "--sizes", "4", "--out", str(w / "b.json")], "meru_nb[bench]",
                                      block=["geoopt"]),
     }
 
