@@ -8,8 +8,8 @@ __all__ = []
 
 # %% ../nbs/00_intro.ipynb #f04e77fa
 def __getattr__(name: str):
-    "`meru_nb.load`, `meru_nb.save` and `meru_nb.build_model`, imported on first use (the towers need timm)."
+    "`meru_nb.load`, `meru_nb.save` and `meru_nb.build_model` (every model kind), imported on first use (the towers need timm)."
     if name in ("load", "save", "build_model"):
-        from meru_nb import models
+        from meru_nb import hycoclip, models   # hycoclip registers its model kind: every kind loads
         return getattr(models, name)
     raise AttributeError(f"module 'meru_nb' has no attribute {name!r}")

@@ -24,8 +24,9 @@ from .evaluation import load_model, model_sizes, scores
 from .hierarchy import (bootstrap_draws, clip_root, embed_images, embed_texts, entailment_score, generality,
                                is_hyperbolic, percentile_interval, roc_auc, traverse)
 from .hycoclip import crop_object
-from .report import HEADLINE, compare, differences, environment, evaluate_run, lookup
+from .report import HEADLINE, compare, differences, evaluate_run, lookup
 from .study import recipe, run_pool
+from .sysinfo import environment
 from .train import train
 
 # %% ../nbs/11b_compositional.ipynb #288cc77f

@@ -284,7 +284,7 @@ def check_state_dict(model: nn.Module, sd: dict, name: str, path) -> None:
         lines += [f"  wrong shapes: {show(shapes)}"] * bool(shapes)
         raise ValueError("\n".join(lines))
 
-def _load_strict(model: nn.Module, sd: dict, name: str, path) -> None:
+def load_strict(model: nn.Module, sd: dict, name: str, path) -> None:
     "Load `sd` into `model` after `check_state_dict`."
     check_state_dict(model, sd, name, path)
     model.load_state_dict(sd, strict=True)
@@ -312,7 +312,7 @@ def open_clip_towers(name: str, weights: str | os.PathLike | None = None) -> Ope
         raise FileNotFoundError(f"weights file not found: {str(path)!r}")
     model = open_clip.create_model(name, pretrained=None, force_custom_text=True)  # text tower as one module
     if path is not None:
-        _load_strict(model, convert_to_custom_text_state_dict(_read_state_dict(path)), f"open_clip model {name!r}", path)
+        load_strict(model, convert_to_custom_text_state_dict(_read_state_dict(path)), f"open_clip model {name!r}", path)
     image, text = model.visual, model.text
     image_size = image.image_size[0] if isinstance(getattr(image, "image_size", None), tuple) else getattr(image, "image_size", None)
     image.width, text.width = model.visual.output_dim, model.text.output_dim

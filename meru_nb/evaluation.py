@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['KINDS', 'IMAGENET_TEMPLATES', 'BUILTIN_TEMPLATES', 'TEMPLATES', 'load_model', 'model_kind', 'model_sizes',
-           'image_batches', 'embed_images', 'embed_texts', 'origin_distance', 'class_embeddings', 'scores',
-           'classification_metrics', 'with_article', 'builtin_classes', 'zero_shot', 'read_texts', 'image_folder',
-           'folder_classnames', 'zero_shot_folder', 'zero_shot_builtin', 'confusion_matrix', 'plot_confusion',
-           'list_images', 'ImageFiles', 'write_embeddings', 'embed_main', 'zeroshot_main']
+           'image_batches', 'model_device', 'progress_bar', 'EvalMode', 'embed_images', 'embed_texts',
+           'origin_distance', 'class_embeddings', 'scores', 'classification_metrics', 'builtin_classes', 'zero_shot',
+           'read_texts', 'image_folder', 'folder_classnames', 'zero_shot_folder', 'zero_shot_builtin',
+           'confusion_matrix', 'plot_confusion', 'list_images', 'ImageFiles', 'add_model_arguments', 'write_embeddings',
+           'embed_main', 'zeroshot_main']
 
 # %% ../nbs/08_zeroshot.ipynb #7ad83d5d
 import argparse
@@ -22,15 +23,16 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .data import _FRAMES, COLOURS, SHAPES, HierarchicalScenes
+from .data import CAPTION_FRAMES, COLOURS, SHAPES, HierarchicalScenes, with_article
 from .encoders import tokenize
 from .expmap import exp_map0
 from .lorentz import dist0, pairwise_inner
-from .models import MODEL_KINDS, PLUGIN_KINDS, build_model, load, import_reference, save
+from .hycoclip import HyCoCLIP          # registers the model kind 'hycoclip' for load_model and --kind
+from .models import MODEL_KINDS, build_model, load, import_reference, save
 from .pipelines import IMAGE_EXTENSIONS, decode_image, eval_transform
 
 # %% ../nbs/08_zeroshot.ipynb #2769795d
-KINDS = tuple(MODEL_KINDS) + tuple(k for k in PLUGIN_KINDS if k not in MODEL_KINDS)   # for --kind
+KINDS = tuple(MODEL_KINDS)   # for --kind: meru, clip and hycoclip
 
 def load_model(path: str | os.PathLike, kind: str | None = None, device="cpu") -> nn.Module:
     "Load a model folder, a training run folder (its `model/`) or a reference `.pth`; check its `kind` if given."
@@ -97,17 +99,18 @@ def image_batches(images, batch_size: int = 256, transform=None, num_workers: in
         else: raise TypeError(f"a batch must be images or (images, labels), got {type(batch).__name__}")
 
 # %% ../nbs/08_zeroshot.ipynb #f6bd160f
-def _device(model, device):
+def model_device(model, device):
     "The device asked for, or the model's own."
     if device is not None: return torch.device(device)
     return next(iter(model.parameters()), torch.empty(0)).device
 
-def _progress(iterable, progress: bool, total=None, desc=None):
+def progress_bar(iterable, progress: bool, total=None, desc=None):
+    "`iterable` behind a tqdm bar when `progress`, else as it is."
     if not progress: return iterable
     from tqdm.auto import tqdm
     return tqdm(iterable, total=total, desc=desc)
 
-class _EvalMode:
+class EvalMode:
     "Put a module in eval mode under `torch.no_grad` for a block, then restore its mode."
     def __init__(self, model): self.model = model
     def __enter__(self):
@@ -122,11 +125,11 @@ class _EvalMode:
 def embed_images(model, images, batch_size: int = 256, device=None, progress: bool = False,
                  project: bool = True, num_workers: int = 0, return_labels: bool = False):
     "Image embeddings (N, d) in float32 on the CPU; with `return_labels`, (embeddings, labels or None)."
-    device, out, labels = _device(model, device), [], []
+    device, out, labels = model_device(model, device), [], []
     total = math.ceil(len(images) / batch_size) if hasattr(images, "__len__") and not isinstance(images, DataLoader) else None
     batches = image_batches(images, batch_size, eval_transform(model_sizes(model)[0]), num_workers)
-    with _EvalMode(model):
-        for x, y in _progress(batches, progress, total, "images"):
+    with EvalMode(model):
+        for x, y in progress_bar(batches, progress, total, "images"):
             out.append(model.encode_image(x.to(device).float(), project=project).float().cpu())
             labels.append(y)
     emb = torch.cat(out) if out else torch.zeros(0, 0)
@@ -139,9 +142,9 @@ def embed_texts(model, texts: list[str], batch_size: int = 256, device=None, pro
     "Text embeddings (N, d) in float32 on the CPU, tokenized at the model's context length."
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise TypeError("`texts` must be a list of strings")
-    device, context, out = _device(model, device), model_sizes(model)[1], []
-    with _EvalMode(model):
-        for i in _progress(range(0, len(texts), batch_size), progress, math.ceil(len(texts) / batch_size), "texts"):
+    device, context, out = model_device(model, device), model_sizes(model)[1], []
+    with EvalMode(model):
+        for i in progress_bar(range(0, len(texts), batch_size), progress, math.ceil(len(texts) / batch_size), "texts"):
             tokens = tokenize(list(texts[i:i + batch_size]), context).to(device)
             out.append(model.encode_text(tokens, project=project).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, 0)
@@ -162,7 +165,7 @@ def class_embeddings(model, classnames: list[str], templates: list[str], batch_s
     u = embed_texts(model, prompts, batch_size, device, progress, project=False)
     u = u.view(len(classnames), len(templates), -1)
     if model_kind(model) == "meru":
-        alpha, c = model.textual_alpha.detach().float().cpu(), model.curvature().detach().float().cpu()
+        alpha, c = model.log_textual_alpha.detach().float().cpu(), model.curvature().detach().float().cpu()
         return exp_map0(u.mean(1) * alpha.exp(), c)
     return nn.functional.normalize(nn.functional.normalize(u, dim=-1).mean(1), dim=-1)
 
@@ -196,12 +199,8 @@ def classification_metrics(logits: Tensor, target: Tensor, classnames: list[str]
 # %% ../nbs/08_zeroshot.ipynb #ebba2480
 IMAGENET_TEMPLATES = ["itap of a {}.", "a bad photo of the {}.", "a origami {}.", "a photo of the large {}.",
                       "a {} in a video game.", "art of the {}.", "a photo of the small {}."]
-BUILTIN_TEMPLATES = list(dict.fromkeys(_FRAMES))   # the scenes' own caption frames: "{}", "an image of {}", ...
+BUILTIN_TEMPLATES = list(dict.fromkeys(CAPTION_FRAMES))   # the scenes' own caption frames: "{}", "an image of {}", ...
 TEMPLATES = {"imagenet": IMAGENET_TEMPLATES, "photo": ["a photo of a {}."], "builtin": BUILTIN_TEMPLATES}
-
-def with_article(noun: str) -> str:
-    "'a triangle', 'an ellipse': the noun with its indefinite article."
-    return ("an " if noun[:1] in "aeiou" else "a ") + noun
 
 def builtin_classes(attribute: str = "shape") -> tuple[list[str], list[str]]:
     "(leaf labels, class names for prompts) of the built-in scenes' shapes or colours."
@@ -312,6 +311,14 @@ class ImageFiles(Dataset):
     def __len__(self): return len(self.paths)
     def __getitem__(self, i): return self.transform(_read_image(self.paths[i]))
 
+# %% ../nbs/08_zeroshot.ipynb #a6879c71
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    "The options every command that reads a model shares: the model path, --kind, --batch-size and --device."
+    p.add_argument("model", help="model folder, training run folder or reference .pth checkpoint")
+    p.add_argument("--kind", choices=list(KINDS), help="refuse a model of another kind")
+    p.add_argument("--batch-size", type=int, default=256, help="images or texts per forward pass")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+
 # %% ../nbs/08_zeroshot.ipynb #1320d72c
 def write_embeddings(path: str | os.PathLike, emb: Tensor, distances: Tensor | None, names: list[str], meta: dict) -> Path:
     "Save embeddings (and MERU's `dist0`) as .safetensors (names in the metadata) or .npy (names beside it)."
@@ -332,14 +339,11 @@ def write_embeddings(path: str | os.PathLike, emb: Tensor, distances: Tensor | N
 def embed_main(argv: list[str] | None = None) -> int:
     "`meru-nb embed`: embed a folder of images or a file of texts with a saved model; returns the exit status 0."
     p = argparse.ArgumentParser(prog="meru-nb embed", description="Embed images or texts with a MERU or CLIP model.")
-    p.add_argument("model", help="model folder, training run folder or reference .pth checkpoint")
+    add_model_arguments(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="folder of images (searched recursively)")
     src.add_argument("--texts", help="JSON list of strings, or a text file with one text per line")
     p.add_argument("--out", required=True, help="output file: .safetensors or .npy")
-    p.add_argument("--kind", choices=list(KINDS), help="refuse a model of the other kind")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="cpu")
     p.add_argument("--progress", action="store_true")
     a = p.parse_args(argv)
     if not str(a.out).endswith((".safetensors", ".npy")): p.error(f"--out must end in .safetensors or .npy, got {a.out!r}")
@@ -373,15 +377,12 @@ def _read_json_or_list(value: str, option: str):
 def zeroshot_main(argv: list[str] | None = None) -> int:
     "`meru-nb zeroshot`: zero-shot classification of an image folder or of the built-in scenes; returns the exit status 0."
     p = argparse.ArgumentParser(prog="meru-nb zeroshot", description="Zero-shot classification with a MERU or CLIP model.")
-    p.add_argument("model", help="model folder, training run folder or reference .pth checkpoint")
+    add_model_arguments(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--folder", help="ImageFolder layout: one subfolder of images per class")
     src.add_argument("--builtin", type=int, metavar="N", help="classify the shapes of N built-in scenes")
     p.add_argument("--classnames", help="JSON list (folder order) or dict {folder: name}; default: folder names")
     p.add_argument("--templates", default="imagenet", help=f"one of {list(TEMPLATES)} or a JSON list of templates with '{{}}'")
-    p.add_argument("--kind", choices=list(KINDS), help="refuse a model of the other kind")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="write the full result as JSON here")
     a = p.parse_args(argv)
     if a.builtin is not None and (a.classnames or a.templates != "imagenet"):

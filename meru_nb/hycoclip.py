@@ -171,6 +171,6 @@ class HyCoCLIP(MERU):
         terms = hycoclip_losses(x_img, y_txt, x_box, y_box, has_box.bool(), c, s)
         loss = terms["contrastive_loss"] + self.entail_weight * terms["entailment_loss"]
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}, "logit_scale": s.detach(), "curv": c.detach(),
-                "visual_alpha": self.visual_alpha.detach().exp(), "textual_alpha": self.textual_alpha.detach().exp()}
+                "visual_alpha": self.log_visual_alpha.detach().exp(), "textual_alpha": self.log_textual_alpha.detach().exp()}
 
 MODEL_KINDS["hycoclip"] = HyCoCLIP

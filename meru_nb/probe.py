@@ -14,17 +14,17 @@ import torch
 from torch import Tensor
 
 from .data import HierarchicalScenes
-from .evaluation import _device, _EvalMode, _progress, builtin_classes, image_batches, model_sizes
+from .evaluation import model_device, EvalMode, progress_bar, builtin_classes, image_batches, model_sizes
 from .pipelines import eval_transform
 
 # %% ../nbs/10_probe.ipynb #832bd7c2
 def tower_features(model, images, batch_size: int = 256, device=None, progress: bool = False,
                    return_labels: bool = False):
     "Image-tower features (N, width) before the projection, float32 on the CPU; optionally with labels."
-    device, out, labels = _device(model, device), [], []
+    device, out, labels = model_device(model, device), [], []
     batches = image_batches(images, batch_size, eval_transform(model_sizes(model)[0]))
-    with _EvalMode(model):
-        for x, y in _progress(batches, progress, desc="features"):
+    with EvalMode(model):
+        for x, y in progress_bar(batches, progress, desc="features"):
             x = x.to(device).float()
             out.append(model.visual((x - model.pixel_mean) / model.pixel_std).float().cpu())
             labels.append(y)

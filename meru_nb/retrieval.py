@@ -19,7 +19,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from .data import HierarchicalScenes, describes
-from .evaluation import (KINDS, ImageFiles, embed_images, embed_texts, load_model, model_kind, model_sizes, scores)
+from .evaluation import (ImageFiles, add_model_arguments, embed_images, embed_texts, load_model, model_kind, model_sizes, scores)
 from .models import build_model
 from .pipelines import to_float_tensor
 
@@ -165,7 +165,7 @@ def retrieval_builtin(model, n: int = 500, image_size: int | None = None, seed: 
 def retrieval_main(argv: list[str] | None = None) -> int:
     "`meru-nb retrieval`: recall@K on COCO, a Karpathy split, a CSV file or the built-in scenes; returns the exit status 0."
     p = argparse.ArgumentParser(prog="meru-nb retrieval", description="Image-text retrieval with a MERU or CLIP model.")
-    p.add_argument("model", help="model folder, training run folder or reference .pth checkpoint")
+    add_model_arguments(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--coco", help="COCO captions JSON (e.g. captions_val2017.json); needs --images")
     src.add_argument("--karpathy", help="Karpathy split JSON (e.g. dataset_flickr30k.json); needs --images")
@@ -173,9 +173,6 @@ def retrieval_main(argv: list[str] | None = None) -> int:
     src.add_argument("--builtin", type=int, metavar="N", help="N built-in scenes with level-4 captions")
     p.add_argument("--images", help="image folder (for --csv: the root of its paths)")
     p.add_argument("--split", default="test", help="Karpathy split (default: test)")
-    p.add_argument("--kind", choices=list(KINDS), help="refuse a model of the other kind")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="write the result as JSON here")
     a = p.parse_args(argv)
     if (a.coco or a.karpathy) and not a.images: p.error("--coco and --karpathy need --images")

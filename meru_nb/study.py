@@ -23,7 +23,8 @@ import torch
 
 from .data import HierarchicalScenes
 from .encoders import tokenize
-from .report import environment, evaluate_run, lookup
+from .report import evaluate_run, lookup
+from .sysinfo import environment
 from .train import TrainConfig, train
 
 # %% ../nbs/07a_lambda.ipynb #b14dcf30
@@ -68,7 +69,7 @@ def measure(model, n: int = 256, seed: int = VALIDATION_SEED) -> dict:
         out = {f"{k}_norm": np.quantile(v.numpy(), QUANTILES).tolist() for k, v in norms.items()}
         out.update({f"{k}_clamped": float((c.sqrt() * v < 2 * MIN_RADIUS).float().mean()) for k, v in norms.items()})
         scalars = {"contrastive_loss": contrastive, "entailment_loss": entail, "curv": c, "logit_scale": s,
-                   "visual_alpha": model.visual_alpha.exp(), "textual_alpha": model.textual_alpha.exp()}
+                   "visual_alpha": model.log_visual_alpha.exp(), "textual_alpha": model.log_textual_alpha.exp()}
     return {**out, **{k: float(v.detach()) for k, v in scalars.items()}, "grad_contrastive": g_cont, "grad_entailment": g_entail}
 
 # %% ../nbs/07a_lambda.ipynb #57556ece

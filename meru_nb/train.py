@@ -7,8 +7,8 @@ __all__ = ['PRECISIONS', 'RUNTIME_FIELDS', 'RUN_FILES', 'PRESETS', 'coerce_field
            'build_optimizer', 'lr_factor', 'build_scheduler', 'resolve_device', 'resolve_precision', 'autocast',
            'init_distributed', 'wrap_model', 'StepSampler', 'Collate', 'data_kind', 'check_data', 'make_loader',
            'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'log_line', 'read_log', 'plot_log',
-           'run_fields', 'check_out_dir', 'RunLock', 'initial_model', 'train', 'check_fields', 'config_from_args',
-           'main']
+           'run_fields', 'check_out_dir', 'RunLock', 'initial_model', 'train', 'preset_yaml', 'write_presets',
+           'check_fields', 'config_from_args', 'main']
 
 # %% ../nbs/07_train.ipynb #d212e0cf
 import argparse
@@ -36,7 +36,8 @@ from torch.utils.data import DataLoader, default_collate
 from .data import HierarchicalScenes
 from .encoders import TOWER_SIZES, tokenize
 from .hycoclip import BoxCollate, BoxedScenes      # also adds the model kind 'hycoclip'
-from .models import MERU, MODEL_KINDS, build_model, save
+from .models import MERU, MODEL_KINDS, SCALAR_NAMES, build_model, save
+from .sysinfo import cpu_model
 from .pipelines import (SKIP_REASONS, CountSkips, CsvDataset, SkipLog, SkippedSampleWarning, expand_shards,
                                shard_dataset, train_transform)
 
@@ -565,7 +566,7 @@ def _restore(out_dir, model, optimizer, scheduler, scaler, device, lead: bool) -
         if lead: log.unlink(missing_ok=True)  # steps logged without a checkpoint are redone
         return 0, 0.0
     ckpt = load_checkpoint(path, device)
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict({SCALAR_NAMES.get(k, k): v for k, v in ckpt["model"].items()})   # older runs: curv, ...
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     scaler.load_state_dict(ckpt["scaler"])
@@ -618,7 +619,7 @@ def _finish(out_dir: Path, cfg: TrainConfig, device: torch.device, world_size: i
     summary = {"model": cfg.model, "size": cfg.size, "image_size": cfg.image_size, "data": cfg.data,
                "steps_done": records[-1]["step"] if records else 0, "steps": cfg.steps, "batch_size": cfg.batch_size,
                "precision": precision, "compile": cfg.compile, "world_size": world_size,
-               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
                "torch": torch.__version__, "samples_per_s_median": float(np.median(rates)) if rates else None,
                "samples_per_s_per_device": float(np.median(rates)) / world_size if rates else None,
                "peak_memory_mb": max(memory) if memory else None, "elapsed_s": records[-1]["elapsed_s"] if records else 0.0,
@@ -725,6 +726,22 @@ PRESETS = {**{f"{m}_vit_{s.lower()}": {"model": m, "size": s, "out_dir": f"runs/
               for m in ("meru", "clip") for s in ("S", "B", "L")},           # HyCoCLIP: the built-in scenes only
            **{f"builtin_{m}_vit_{s.lower()}": {"model": m, "size": s, "out_dir": f"runs/builtin_{m}_vit_{s.lower()}", **_SMOKE}
               for m in MODEL_KINDS for s in ("S", "B")}}
+
+# %% ../nbs/07_train.ipynb #55cc0548
+def preset_yaml(name: str) -> str:
+    "Preset `name` as the YAML file papermill reads with -f: a comment saying how to use it, then its fields."
+    import yaml
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: expected one of {list(PRESETS)}")
+    head = f"# Preset {name!r} (meru_nb.train.PRESETS): papermill -f params/{name}.yaml, or meru-nb train --preset {name}\n"
+    return head + yaml.safe_dump(PRESETS[name], sort_keys=False)
+
+def write_presets(folder="params") -> list:
+    "Write every preset to `folder`/<name>.yaml (the project's params/); returns the paths."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{name}.yaml" for name in PRESETS]
+    for path in paths: path.write_text(preset_yaml(path.stem))
+    return paths
 
 # %% ../nbs/07_train.ipynb #3c63c769
 def _field_help() -> dict:

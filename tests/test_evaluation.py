@@ -27,8 +27,8 @@ class Stub(nn.Module):
         self.ids = {tokenize(w, 8)[0, 1].item(): k for k, w in enumerate(words)}
         self.dim, self.config = dim, {"towers": {"image_size": 1, "context_length": 8}}
         if kind == "meru":
-            self.textual_alpha = nn.Parameter(torch.tensor(-0.5))
-            self.visual_alpha = nn.Parameter(torch.tensor(-0.5))
+            self.log_textual_alpha = nn.Parameter(torch.tensor(-0.5))
+            self.log_visual_alpha = nn.Parameter(torch.tensor(-0.5))
             self.curvature = lambda: torch.tensor(2.0)
 
     def _out(self, u, alpha, project):
@@ -38,10 +38,10 @@ class Stub(nn.Module):
 
     def encode_text(self, tokens, project=True):
         rows = [next(self.ids[t] for t in row.tolist() if t in self.ids) for row in tokens]
-        return self._out(torch.eye(self.dim)[rows], getattr(self, "textual_alpha", None), project)
+        return self._out(torch.eye(self.dim)[rows], getattr(self, "log_textual_alpha", None), project)
 
     def encode_image(self, images, project=True):
-        return self._out(images.flatten(1)[:, :self.dim], getattr(self, "visual_alpha", None), project)
+        return self._out(images.flatten(1)[:, :self.dim], getattr(self, "log_visual_alpha", None), project)
 
 
 WORDS = ["red", "green", "blue", "yellow"]
@@ -71,7 +71,7 @@ def test_meru_prompts_average_in_the_tangent_space():
     templates = ["a {}", "an image of a {}", "a drawing of a {}"]
     y = class_embeddings(meru, ["red circle"], templates)
     u = embed_texts(meru, [t.format("red circle") for t in templates], project=False)
-    c, alpha = meru.curvature().detach(), meru.textual_alpha.detach().exp()
+    c, alpha = meru.curvature().detach(), meru.log_textual_alpha.detach().exp()
     assert torch.allclose(log_map0(y, c) / alpha, u.mean(0, keepdim=True), atol=1e-4)
 
 

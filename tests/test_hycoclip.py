@@ -36,7 +36,7 @@ def test_boxes_stay_inside_the_image():
 
 
 def test_save_load_round_trip_and_plugin_import(tmp_path):
-    "A saved HyCoCLIP loads back as HyCoCLIP, also in a fresh process that never imported meru_nb.hycoclip."
+    "A saved HyCoCLIP loads back as HyCoCLIP, also through `meru_nb.load` in a fresh process; `models.load` alone names the import."
     torch.manual_seed(0)
     model = build_model("hycoclip", "tiny", entail_weight=0.1)
     folder = save(model, tmp_path / "m")
@@ -44,10 +44,13 @@ def test_save_load_round_trip_and_plugin_import(tmp_path):
     assert type(again) is HyCoCLIP and again.entail_weight == 0.1
     for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
-    code = ("import sys; from meru_nb.models import load\n"
-            "m = load(sys.argv[1]); assert 'meru_nb.hycoclip' in sys.modules; print(type(m).__name__)")
+    code = ("import sys, meru_nb\n"
+            "m = meru_nb.load(sys.argv[1]); assert 'meru_nb.hycoclip' in sys.modules; print(type(m).__name__)")
     out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "HyCoCLIP"
+    code = "import sys; from meru_nb.models import load; load(sys.argv[1])"   # models alone knows meru and clip
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True)
+    assert out.returncode != 0 and "registered by meru_nb.hycoclip: import it first" in out.stderr
 
 
 def test_hycoclip_trains_on_the_built_in_scenes_only(tmp_path):

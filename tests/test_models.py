@@ -4,7 +4,6 @@ import math
 import pytest
 import torch
 import torch.distributed as tdist
-import torch.multiprocessing as mp
 
 from meru_nb.models import MERU, BagOfTokensTower, CLIPBaseline, PixelTower
 
@@ -52,15 +51,9 @@ def worker(rank: int, kind: str, folder: str):
 
 
 @pytest.mark.parametrize("kind", MODELS)
-def test_two_processes_equal_one(kind, tmp_path):
+def test_two_processes_equal_one(kind, tmp_path, spawn_ranks):
     "Two gloo processes on halves of a batch: mean loss and averaged gradients equal one process on the whole batch."
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=worker, args=(r, kind, str(tmp_path))) for r in range(WORLD)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-        assert p.exitcode == 0
+    spawn_ranks(worker, kind, str(tmp_path), world=WORLD, timeout=120)
     outs = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     loss, grads = loss_and_grads(build(kind), *batch())
     torch.testing.assert_close(sum(o["loss"] for o in outs) / WORLD, loss, rtol=1e-5, atol=1e-6)
@@ -85,12 +78,12 @@ def test_clamps_hold_after_a_step_past_them():
     images, tokens = batch()
     for sign in (-1.0, 1.0):
         opt.zero_grad()
-        for name in ("logit_scale", "curv", "visual_alpha", "textual_alpha"):
+        for name in ("logit_scale", "log_curv", "log_visual_alpha", "log_textual_alpha"):
             getattr(model, name).grad = torch.tensor(sign)   # push every scalar the same way
         opt.step()
         model.clamp_()
         assert model.logit_scale.item() <= math.log(100) + 1e-6
-        assert model.visual_alpha.item() <= 0 and model.textual_alpha.item() <= 0
+        assert model.log_visual_alpha.item() <= 0 and model.log_textual_alpha.item() <= 0
         assert 0.1 - 1e-6 <= model.curvature().item() <= 10 + 1e-6
     out = model(images, tokens)
     assert out["loss"].isfinite()
@@ -145,3 +138,26 @@ def test_saved_weights_have_the_same_file_mode_as_the_config(tmp_path):
     folder = save(build_model("clip", "tiny"), tmp_path / "m")
     modes = {name: os.stat(folder / name).st_mode & 0o777 for name in ("model.safetensors", "config.json")}
     assert modes["model.safetensors"] == modes["config.json"], modes
+
+
+def test_a_folder_saved_before_the_scalars_were_renamed_loads(tmp_path):
+    "Folders of format 1 name the scalars curv, visual_alpha, textual_alpha (their logs): `load` reads them as log_*."
+    import json
+    from safetensors.torch import load_file, save_file
+    from meru_nb.models import REFERENCE_SCALAR_NAMES, build_model, load, save
+    torch.manual_seed(0)
+    model = build_model("meru", "tiny")
+    with torch.no_grad():
+        model.log_curv.fill_(0.3); model.log_visual_alpha.fill_(-1.5)
+    folder = save(model, tmp_path / "old")
+    state = load_file(str(folder / "model.safetensors"))
+    save_file({REFERENCE_SCALAR_NAMES.get(k, k): v for k, v in state.items()}, str(folder / "model.safetensors"))
+    config = json.loads((folder / "config.json").read_text())
+    assert config["format"] == "meru_nb.models/2"
+    (folder / "config.json").write_text(json.dumps({**config, "format": "meru_nb.models/1"}))
+    back = load(folder)
+    assert back.curvature().item() == pytest.approx(math.exp(0.3)) and back.log_visual_alpha.item() == -1.5
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), back.state_dict().values()))
+    (folder / "config.json").write_text(json.dumps(config))           # old names under the new format: refused
+    with pytest.raises(ValueError, match="missing keys: log_curv"):
+        load(folder)

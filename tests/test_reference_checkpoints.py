@@ -77,7 +77,7 @@ def test_import_puts_every_tensor_in_place(kind, tmp_path):
     assert torch.equal(ours["pixel_mean"].flatten(), state["pixel_mean"].flatten())
     assert ours["logit_scale"].item() == 2.5 and extras["iteration"] == 120000
     if kind == "meru":
-        assert ours["curv"].item() == -0.5 and ours["textual_alpha"].item() == -2.5
+        assert ours["log_curv"].item() == -0.5 and ours["log_textual_alpha"].item() == -2.5
     else:
         assert torch.equal(extras["root"], state["root"])
 

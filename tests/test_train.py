@@ -11,7 +11,7 @@ from meru_nb.models import MERU, build_model
 from meru_nb.train import (TrainConfig, decay_groups, load_checkpoint, lr_factor, read_log, save_checkpoint,
                            train)
 
-SCALARS = {"logit_scale", "curv", "visual_alpha", "textual_alpha"}
+SCALARS = {"logit_scale", "log_curv", "log_visual_alpha", "log_textual_alpha"}
 
 
 def tiny(tmp_path, name="run", **kw):
@@ -46,7 +46,7 @@ def test_optimizer_groups_weight_decay():
     opt = T.build_optimizer(model, TrainConfig(weight_decay=0.2))
     decay, exempt = opt.param_groups
     assert decay["weight_decay"] == 0.2 and exempt["weight_decay"] == 0.0
-    assert any(p is model.curv for p in exempt["params"]) and opt.defaults["betas"] == (0.9, 0.98)
+    assert any(p is model.log_curv for p in exempt["params"]) and opt.defaults["betas"] == (0.9, 0.98)
 
 
 def test_schedule_values():
@@ -156,7 +156,7 @@ def test_divergence_never_reaches_a_checkpoint(tmp_path):
 def test_low_precision_on_cpu(tmp_path, precision):
     model = train(tiny(tmp_path, steps=2, precision=precision))
     log = read_log(tmp_path / "run")
-    assert all(math.isfinite(r["loss"]) for r in log) and model.curv.dtype == torch.float32
+    assert all(math.isfinite(r["loss"]) for r in log) and model.log_curv.dtype == torch.float32
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert bool(ckpt["scaler"]) == (precision == "fp16")
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as tdist
-import torch.multiprocessing as mp
 import yaml
 
 import meru_nb.train as T
@@ -48,15 +47,9 @@ def worker(rank: int, folder: str, kind: str):
 
 
 @pytest.mark.parametrize("kind", ["meru", "clip", "hycoclip"])
-def test_two_processes_equal_one(kind, tmp_path):
+def test_two_processes_equal_one(kind, tmp_path, spawn_ranks):
     "Two gloo processes: the first step's loss and gradients, and two whole steps of `train`, equal one process."
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=worker, args=(r, str(tmp_path), kind)) for r in range(WORLD)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-        assert p.exitcode == 0
+    spawn_ranks(worker, str(tmp_path), kind, world=WORLD)
     outs = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     loss, grads = first_step(config(tmp_path, "single-step", model=kind))
     for out in outs:                                  # every rank holds the same averaged gradients
@@ -119,13 +112,15 @@ def test_missing_data_fails_before_training(tmp_path, data):
     assert not (tmp_path / "run").exists()
 
 
-def test_params_files_are_the_presets():
-    "The YAML files papermill reads under params/ say exactly what the presets say."
+def test_params_files_are_the_presets(tmp_path):
+    "The YAML files papermill reads under params/ are exactly what `write_presets` makes of PRESETS (run it after a change)."
     files = {p.stem: yaml.safe_load(p.read_text()) for p in (ROOT / "params").glob("*.yaml")}
     presets = {k: v for k, v in files.items() if k in PRESETS}
     assert presets.keys() == PRESETS.keys()
     for name, values in presets.items():
         assert values == PRESETS[name], name
+    for path in T.write_presets(tmp_path):
+        assert path.read_text() == (ROOT / "params" / path.name).read_text(), f"params/{path.name} differs from write_presets"
     for name, values in files.items():               # every file (presets and the CPU demo) is valid
         TrainConfig(**values)
 
@@ -174,17 +169,11 @@ def table_worker(rank: int, folder: str, data: str):
         tdist.destroy_process_group()
 
 
-def test_skips_are_totalled_across_ranks(tmp_path):
+def test_skips_are_totalled_across_ranks(tmp_path, spawn_ranks):
     "Two processes on a table with corrupt images: log.jsonl and summary.json count every rank's skips, as one process does."
     from test_train import dirty_table, expected_skips
     data = str(dirty_table(tmp_path / "data"))
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=table_worker, args=(r, str(tmp_path), data)) for r in range(WORLD)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-        assert p.exitcode == 0
+    spawn_ranks(table_worker, str(tmp_path), data, world=WORLD)
     single = config(tmp_path, "table-one", data=data, steps=3)
     T.train(single)
     logs = [read_log(tmp_path / name) for name in ("table-one", "table-two")]

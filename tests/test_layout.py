@@ -1,0 +1,82 @@
+"""The package's layout stays as designed: no import cycle between its modules, and no module imports
+another module's private (underscore) names. Imports are read from the source (every `import`
+statement, also those inside functions, and `importlib.import_module` of a literal name), so a lazy
+import counts like any other."""
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "meru_nb"
+MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "_modidx"))
+
+
+def _absolute(module: str, node: ast.ImportFrom) -> str:
+    "The absolute module name of a `from ... import` in `meru_nb.<module>`."
+    if node.level == 0:
+        return node.module or ""
+    if node.level > 1:
+        raise ValueError(f"meru_nb.{module}: an import {node.level} levels up leaves the package")
+    return ".".join(["meru_nb"] + ([node.module] if node.module else []))
+
+
+def imports_of(module: str) -> list[tuple[str, str | None, int]]:
+    "(imported meru_nb module, imported name or None, line) for every import in meru_nb/<module>.py."
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(a.name, None, node.lineno) for a in node.names if a.name.startswith("meru_nb")]
+        elif isinstance(node, ast.ImportFrom):
+            target = _absolute(module, node)
+            if target == "meru_nb":                  # from meru_nb import models, bench
+                found += [(f"meru_nb.{a.name}", None, node.lineno) for a in node.names]
+            elif target.startswith("meru_nb."):
+                found += [(target, a.name, node.lineno) for a in node.names]
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant) and str(node.args[0].value).startswith("meru_nb.")):
+            found.append((node.args[0].value, None, node.lineno))
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    "Module -> the package modules it imports (itself excluded)."
+    return {m: {t.removeprefix("meru_nb.") for t, _, _ in imports_of(m)} - {m} for m in MODULES}
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    "One import cycle as a list of modules (first == last), or None."
+    state, stack = {}, []
+    def visit(m):
+        state[m] = "open"; stack.append(m)
+        for n in sorted(edges.get(m, ())):
+            if state.get(n) == "open":
+                return stack[stack.index(n):] + [n]
+            if n not in state and (cycle := visit(n)):
+                return cycle
+        state[m] = "done"; stack.pop()
+        return None
+    for m in sorted(edges):
+        if m not in state and (cycle := visit(m)):
+            return cycle
+    return None
+
+
+def test_the_checker_sees_cycles_and_lazy_imports():
+    "The checker itself: a planted cycle is found, an acyclic graph passes, a function-level import counts."
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+    lazy = [(t, n) for t, n, _ in imports_of("pipelines") if t == "meru_nb.models"]
+    assert lazy, "pipelines imports build_model inside a function: the checker must see it"
+
+
+def test_no_import_cycles():
+    cycle = find_cycle(graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_no_private_names_from_other_modules(module):
+    private = [f"line {line}: {name} from {target}" for target, name, line in imports_of(module)
+               if name and name.startswith("_") and target != f"meru_nb.{module}"]
+    assert not private, f"meru_nb.{module} imports private names of other modules: " + "; ".join(private)
