@@ -13,6 +13,13 @@ from torch import Tensor
 
 from .lorentz import check_point, in_float32
 
+# %% ../nbs/02_expmap.ipynb #ab8a6bd4
+@in_float32
+def exp_map0(v: Tensor, curv=1.0) -> Tensor:
+    "Exponential map at the origin of tangent vectors `v` (..., n): sinh(r) v / r, r = sqrt(c) ||v||."
+    v, c = check_point(v, curv, "v")
+    return _sinh_ratio(c * v.pow(2).sum(-1, keepdim=True)) * v
+
 # %% ../nbs/02_expmap.ipynb #d797bdee
 _SINH_CAP = math.asinh(2.0**15)  # largest sinh argument: caps sqrt(c) ||exp0(v)|| at 2^15
 _TAYLOR_R2 = 1e-8                # below r^2 = 1e-8 (r = 1e-4) the ratios use their Taylor series
@@ -23,22 +30,16 @@ def _sinh_ratio(r2: Tensor) -> Tensor:
     r = torch.where(small, torch.ones_like(r2), r2).sqrt()
     return torch.where(small, 1 + r2 / 6, torch.sinh(r.clamp_max(_SINH_CAP)) / r)
 
-def _asinh_ratio(r2: Tensor) -> Tensor:
-    "asinh(r) / r from r^2, finite with finite gradients at r = 0."
-    small = r2 < _TAYLOR_R2
-    r = torch.where(small, torch.ones_like(r2), r2).sqrt()
-    return torch.where(small, 1 - r2 / 6, torch.asinh(r) / r)
-
-# %% ../nbs/02_expmap.ipynb #ab8a6bd4
-@in_float32
-def exp_map0(v: Tensor, curv=1.0) -> Tensor:
-    "Exponential map at the origin of tangent vectors `v` (..., n): sinh(r) v / r, r = sqrt(c) ||v||."
-    v, c = check_point(v, curv, "v")
-    return _sinh_ratio(c * v.pow(2).sum(-1, keepdim=True)) * v
-
 # %% ../nbs/02_expmap.ipynb #9992dfe7
 @in_float32
 def log_map0(x: Tensor, curv=1.0) -> Tensor:
     "Logarithmic map at the origin of points `x` (..., n): asinh(r) x / r, r = sqrt(c) ||x||."
     x, c = check_point(x, curv)
     return _asinh_ratio(c * x.pow(2).sum(-1, keepdim=True)) * x
+
+# %% ../nbs/02_expmap.ipynb #66e7f492
+def _asinh_ratio(r2: Tensor) -> Tensor:
+    "asinh(r) / r from r^2, finite with finite gradients at r = 0."
+    small = r2 < _TAYLOR_R2
+    r = torch.where(small, torch.ones_like(r2), r2).sqrt()
+    return torch.where(small, 1 - r2 / 6, torch.asinh(r) / r)
