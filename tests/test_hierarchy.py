@@ -1,4 +1,4 @@
-"Tests of meru_nb.hierarchy: rank statistics against hand answers and scipy/sklearn, tree metrics by hand, traversals on placed points."
+"Tests of meru_nb.hierarchy: rank statistics against hand answers (the chapter checks them against the formulas), tree metrics by hand, traversals on placed points."
 import json
 import math
 
@@ -13,18 +13,13 @@ from meru_nb.encoders import tokenize
 from meru_nb.entailment import exterior_angle, half_aperture
 from meru_nb.expmap import exp_map0, log_map0
 from meru_nb.hierarchy import (ROOT_TEXT, caption_pair_metrics, clip_root, clip_traversal, entailment_score, generality,
-                               hierarchy_report, is_hyperbolic, load_pool, meru_traversal, rankdata, roc_auc, spearman,
+                               hierarchy_report, is_hyperbolic, load_pool, meru_traversal, roc_auc, spearman,
                                traversal_metrics, traverse, tree_metrics)
 from meru_nb.lorentz import dist0, pairwise_dist
 from meru_nb.models import build_model
 
 
 # --- Spearman -------------------------------------------------------------------------------------------------
-
-def test_rankdata_ties_by_hand():
-    assert rankdata([3, 1, 3, 2, 3]).tolist() == [4, 1, 4, 2, 4]
-    assert rankdata([0.5, 0.5]).tolist() == [1.5, 1.5]
-
 
 def test_spearman_perfect_and_reversed():
     assert spearman([1, 2, 3, 4, 5], [2, 4, 8, 16, 32]) == pytest.approx(1)
@@ -35,14 +30,6 @@ def test_spearman_ties_by_hand():
     # x ranks 1, 2.5, 2.5, 4; y ranks 1, 2, 3, 4 -> centred (-1.5, 0, 0, 1.5) and (-1.5, -.5, .5, 1.5)
     # rho = 4.5 / sqrt(4.5 * 5) = sqrt(0.9)
     assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(math.sqrt(0.9))
-
-
-def test_spearman_matches_scipy_on_tied_levels():
-    stats = pytest.importorskip("scipy.stats")
-    rng = np.random.default_rng(0)
-    levels = rng.integers(0, 5, 300)
-    dist = levels + rng.normal(0, 2, 300)
-    assert spearman(levels, dist) == pytest.approx(stats.spearmanr(levels, dist)[0], abs=1e-12)
 
 
 def test_spearman_bad_input():
@@ -60,12 +47,10 @@ def test_auc_perfect_reversed_random():
     assert roc_auc(rng.random(20000), rng.random(20000) < 0.3) == pytest.approx(0.5, abs=0.02)
 
 
-def test_auc_ties_count_half_and_match_sklearn():
+def test_auc_ties_count_half():
     assert roc_auc([1, 1, 1, 1], [0, 1, 0, 1]) == 0.5
-    metrics = pytest.importorskip("sklearn.metrics")
-    rng = np.random.default_rng(1)
-    scores, labels = rng.integers(0, 6, 500), rng.random(500) < 0.4   # many ties
-    assert roc_auc(scores, labels) == pytest.approx(metrics.roc_auc_score(labels, scores), abs=1e-12)
+    # pairs (pos, neg): (2, 1) right, (2, 2) tie, (3, 1) right, (3, 2) right -> 3.5 / 4
+    assert roc_auc([1, 2, 2, 3], [0, 0, 1, 1]) == 0.875
 
 
 def test_auc_bad_input():
