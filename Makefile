@@ -21,7 +21,7 @@ help:
 	@echo "make study  MERU's entailment weight: 5 values x 3 seeds at 1000 steps (~50 min on 2 cores)"
 	@echo "make study-steps  make run's schedule: MERU and CLIP x 3 seeds at 1500 steps (~45 min on 2 cores)"
 	@echo "make study-hycoclip  HyCoCLIP, MERU and CLIP with make run's recipe, measured on test scenes (chapter 11b)"
-	@echo "make study-finetune  MERU fine-tuned from make run's CLIP vs from scratch, 300 steps (chapter 11c; after make run)"
+	@echo "make study-finetune  MERU fine-tuned from make run's CLIP vs from scratch, 300 steps (chapter 11d; after make run)"
 
 ## Install: a fresh venv with the package (editable) and the dev extras.
 $(STAMP): pyproject.toml
@@ -83,10 +83,10 @@ study-steps: install
 study-hycoclip: install
 	$(BIN)/python -c "import sys; from meru_nb.compositional import main; sys.exit(main())" --out nbs/results/hycoclip_study.json --work-dir $(RUNS)/hycoclip
 
-## MERU from make run's CLIP (chapter 11c): three 300-step runs beside runs/clip and runs/meru (make run first);
+## MERU from make run's CLIP (chapter 11d): three 300-step runs beside runs/clip and runs/meru (make run first);
 ## writes nbs/results/finetune_study.json. Finished runs in $(RUNS)/finetune are kept.
 study-finetune: install
-	$(BIN)/python -c "import sys; from meru_nb.finetune import main; sys.exit(main())" --clip-run $(RUNS)/clip --meru-run $(RUNS)/meru --out nbs/results/finetune_study.json --work-dir $(RUNS)/finetune
+	$(BIN)/python -c "import sys; from meru_nb.finetune_study import main; sys.exit(main())" --clip-run $(RUNS)/clip --meru-run $(RUNS)/meru --out nbs/results/finetune_study.json --work-dir $(RUNS)/finetune
 
 ## The test command: everything CI checks.
 test: install export-check pytest nbtest book browser

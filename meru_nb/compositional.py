@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import SHAPES, Caption, HierarchicalScenes, Part, caption_text, entails, noun_phrase, satisfies, text_pool
+from .data import SHAPES, Caption, HierarchicalScenes, Part, caption_text, generalises, noun_phrase, satisfies, text_pool
 from .evaluation import load_model, model_sizes, scores
 from .hierarchy import (bootstrap_draws, clip_root, embed_images, embed_texts, entailment_score, generality,
                                is_hyperbolic, percentile_interval, roc_auc, traverse)
@@ -83,7 +83,7 @@ def box_metrics(model, n: int = 200, seed: int = 1006, embeddings: dict = None) 
     score = lambda a, b: entailment_score(model, a[:, None], b[None, :]).numpy()
     crop_scene = np.array([[satisfies_any(s, p) for s in e["scenes"]] for p in e["parts"]])
     phrase_crop = np.array([[satisfies(o, p) for o in e["objects"]] for p in e["parts"]])
-    phrase_caption = np.array([[entails(Caption([p]), c) for c in e["captions"]] for p in e["parts"]])
+    phrase_caption = np.array([[generalises(Caption([p]), c) for c in e["captions"]] for p in e["parts"]])
     g = e["generality"]
     nearer = [g["crops"][k] < g["scenes"][j] for k, j in enumerate(e["scene_of"])]
     return {"n_scenes": len(e["scenes"]), "n_crops": len(e["parts"]),

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLOURS', 'SIZES', 'POSITIONS', 'MAX_PARTS', 'ROOT', 'CAPTION_FRAMES', 'LEVEL_PROBS', 'SHAPE_SHARE',
-           'Taxonomy', 'SceneObject', 'Scene', 'Part', 'Caption', 'satisfies', 'describes', 'part_implies', 'entails',
-           'level', 'with_article', 'noun_phrase', 'caption_text', 'random_scene', 'random_caption', 'render', 'Sample',
-           'HierarchicalScenes', 'legibility', 'plot_taxonomy', 'write_shards', 'TextPool', 'text_pool',
-           'samples_per_second', 'throughput']
+           'Taxonomy', 'SceneObject', 'Scene', 'Part', 'Caption', 'satisfies', 'describes', 'part_implies',
+           'generalises', 'level', 'with_article', 'noun_phrase', 'caption_text', 'random_scene', 'random_caption',
+           'render', 'Sample', 'HierarchicalScenes', 'legibility', 'plot_taxonomy', 'write_shards', 'TextPool',
+           'text_pool', 'samples_per_second', 'throughput']
 
 # %% ../nbs/06_data.ipynb #73dd0da5
 import io
@@ -212,8 +212,8 @@ def part_implies(b: Part, a: Part) -> bool:
             and (a.size is None or a.size == b.size)
             and (a.position is None or a.position == b.position))
 
-def entails(a: Caption, b: Caption) -> bool:
-    "Whether `a` entails `b`: every scene that `b` describes, `a` describes (the generic entails the specific)."
+def generalises(a: Caption, b: Caption) -> bool:
+    "Whether `a` generalises `b`: every scene that `b` describes, `a` describes (in MERU's words, `a` entails `b`)."
     return any(all(part_implies(b.parts[j], p) for p, j in zip(a.parts, matching))
                for matching in itertools.permutations(range(len(b.parts)), len(a.parts)))
 

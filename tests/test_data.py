@@ -9,7 +9,7 @@ import webdataset as wds
 
 from meru_nb.data import (COLOURS, LEVEL_PROBS, MAX_PARTS, POSITIONS, ROOT, SHAPES, SIZES, Caption,
                           HierarchicalScenes, Part, Scene, SceneObject, Taxonomy, caption_text, describes,
-                          entails, level, random_caption, random_scene, render, text_pool, write_shards)
+                          generalises, level, random_caption, random_scene, render, text_pool, write_shards)
 
 
 # ---------------------------------------------------------------- every scene of one and two objects
@@ -88,7 +88,7 @@ def test_entailment_agrees_with_brute_force(captions):
     assert T.sum(1).min() > 0, "every caption is satisfiable"
     counter = T @ (1 - T).T          # counter[b, a] = scenes described by b and not by a
     brute = (counter == 0).T.numpy()  # brute[a, b]: a entails b
-    ours = np.array([[entails(a, b) for b in captions] for a in captions])
+    ours = np.array([[generalises(a, b) for b in captions] for a in captions])
     assert brute.sum() > 3 * len(captions) and (~brute).sum() > 0     # both outcomes occur, not only reflexive pairs
     bad = np.argwhere(ours != brute)
     assert not len(bad), [(caption_text(captions[a]), caption_text(captions[b]), bool(brute[a, b])) for a, b in bad[:5]]
@@ -108,7 +108,7 @@ def test_describes_agrees_with_brute_force(captions):
 def test_entailment_reflexive_transitive_on_samples(captions):
     "Entailment is a preorder: reflexive, transitive; and antisymmetric on canonical captions."
     sub = captions[::4]
-    E = np.array([[entails(a, b) for b in sub] for a in sub])
+    E = np.array([[generalises(a, b) for b in sub] for a in sub])
     assert E.diagonal().all()
     assert not (E & E.T & ~np.eye(len(sub), dtype=bool)).any()
     two_steps = (E.astype(int) @ E.astype(int)) > 0
@@ -121,7 +121,7 @@ def test_generated_captions_are_true_and_at_their_level():
     levels = []
     for i in range(3000):
         scene, caption, text = ds.annotation(i)
-        assert describes(caption, scene) and entails(ROOT, caption) and entails(caption, caption)
+        assert describes(caption, scene) and generalises(ROOT, caption) and generalises(caption, caption)
         assert isinstance(text, str) and text
         levels.append(level(caption))
     freq = np.bincount(levels, minlength=5) / len(levels)
