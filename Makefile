@@ -50,7 +50,7 @@ run: install
 	done; for p in $$pids; do wait $$p; done
 	$(MAKE) --no-print-directory run-book
 	@echo
-	@$(BIN)/python -c "import sys; from meru_nb.report import summary; print(summary(sys.argv[1]))" $(RUNS)
+	@$(BIN)/python -c "import sys; from meru_nb.evaluate import summary; print(summary(sys.argv[1]))" $(RUNS)
 	@echo
 	@echo "The runs:    $(abspath $(RUNS))"
 	@echo "The book:    $(abspath $(RUN_HTML))/index.html"

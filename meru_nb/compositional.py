@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from .data import SHAPES, Caption, HierarchicalScenes, Part, caption_text, generalises, noun_phrase, satisfies, text_pool
-from .evaluation import load_model, model_sizes, scores
+from .zeroshot import load_model, model_sizes, scores
 from .hierarchy import (bootstrap_draws, clip_root, embed_images, embed_texts, entailment_score, generality,
                                is_hyperbolic, percentile_interval, roc_auc, traverse)
 from .hycoclip import crop_object
-from .report import HEADLINE, compare, differences, evaluate_run, lookup
+from .evaluate import HEADLINE, compare, differences, evaluate_run, lookup
 from .study import recipe, run_pool
 from .sysinfo import environment
 from .train import train

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .data import HierarchicalScenes
-from .evaluation import model_device, EvalMode, progress_bar, builtin_classes, image_batches, model_sizes
+from .zeroshot import model_device, EvalMode, progress_bar, builtin_classes, image_batches, model_sizes
 from .pipelines import eval_transform
 
 # %% ../nbs/10_probe.ipynb #832bd7c2

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = {"torch", "torchvision", "numpy", "matplotlib", "pillow", "tqdm", "safetensors", "timm",
            "open_clip_torch", "webdataset", "braceexpand", "wordsegment",
-           "scikit-learn", "pyyaml"}
+           "scikit-learn", "scipy", "pyyaml"}
 DEV_ONLY = ["geoopt", "hypothesis", "nbdev", "papermill", "pytest", "ipywidgets", "jupyter_book", "IPython"]
 
 
