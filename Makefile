@@ -13,11 +13,13 @@ HTML   := $(BOOK)/_build/html
 # Tools installed in the venv come first on PATH (the book's kernel, nbdev, pytest).
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help run run-book study study-steps study-hycoclip study-finetune test install pytest nbtest export-check book browser clean
+.PHONY: help run run-book study study-steps study-hycoclip study-finetune test install pytest nbtest export-check clean-check book browser clean
 
 help:
 	@echo "make run    train MERU and CLIP on the built-in scenes (papermill), evaluate both, build the book with their results"
-	@echo "make test   pytest, notebook tests, export check and the book build"
+	@echo "make test   pytest, notebook tests, export and clean checks, the book build and its browser check"
+	@echo "make export-check  meru_nb/ is what nbdev-export makes of nbs/ (changes nothing)"
+	@echo "make clean-check   every notebook is as nbdev-clean leaves it (changes nothing)"
 	@echo "make study  MERU's entailment weight: 5 values x 3 seeds at 1000 steps (~50 min on 2 cores)"
 	@echo "make study-steps  make run's schedule: MERU and CLIP x 3 seeds at 1500 steps (~45 min on 2 cores)"
 	@echo "make study-hycoclip  HyCoCLIP, MERU and CLIP with make run's recipe, measured on test scenes (chapter 11b)"
@@ -89,7 +91,7 @@ study-finetune: install
 	$(BIN)/python -c "import sys; from meru_nb.finetune_study import main; sys.exit(main())" --clip-run $(RUNS)/clip --meru-run $(RUNS)/meru --out nbs/results/finetune_study.json --work-dir $(RUNS)/finetune
 
 ## The test command: everything CI checks.
-test: install export-check pytest nbtest book browser
+test: install export-check clean-check pytest nbtest book browser
 	@echo "make test: all checks passed"
 
 pytest: install
@@ -101,14 +103,28 @@ nbtest: install
 	$(BIN)/python tools/stage_book.py $(BOOK) copy
 	cd $(BOOK) && $(abspath $(BIN))/nbdev-test nbs --n-workers 2 --save
 
-# meru_nb/ must be exactly what nbdev exports from nbs/.
+# meru_nb/ must be exactly what nbdev exports from nbs/: the notebooks are exported afresh into a scratch
+# copy of the project (its settings and nbs/), and that export is compared with meru_nb/, which is not touched.
+# A module that no notebook exports any more shows up as "Only in meru_nb".
 export-check: install
-	@tmp=$$(mktemp -d); cp -r meru_nb "$$tmp/before"; \
-	$(BIN)/nbdev-export; \
-	if ! diff -r -x __pycache__ "$$tmp/before" meru_nb; then \
-	  echo "meru_nb/ differs from what nbdev-export makes of nbs/: run nbdev-export and commit"; \
-	  rm -rf "$$tmp"; exit 1; fi; \
-	rm -rf "$$tmp"; echo "export-check: meru_nb/ matches nbs/"
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	cp pyproject.toml "$$tmp/"; cp -r nbs "$$tmp/nbs"; \
+	(cd "$$tmp" && $(abspath $(BIN))/nbdev-export); \
+	if ! diff -r -x __pycache__ "$$tmp/meru_nb" meru_nb; then \
+	  echo "export-check: meru_nb/ differs from what nbdev-export makes of nbs/: run nbdev-export and commit"; exit 1; fi; \
+	echo "export-check: meru_nb/ matches nbs/"
+
+# Every notebook is as nbdev-clean leaves it (no execution counts, no stray metadata): nbdev-clean runs on a
+# scratch copy of nbs/, which is compared with the notebooks as they are; the working tree is not touched.
+clean-check: install
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	cp pyproject.toml "$$tmp/"; cp -r nbs "$$tmp/nbs"; cp -r nbs "$$tmp/as-is"; \
+	(cd "$$tmp" && $(abspath $(BIN))/nbdev-clean); \
+	dirty=$$(cd "$$tmp" && { diff -rq as-is nbs || [ $$? -eq 1 ]; } | sed -E 's|^Files as-is/(.*) and nbs/.* differ$$|nbs/\1|'); \
+	if [ -n "$$dirty" ]; then \
+	  echo "clean-check: nbdev-clean would change these notebooks: run nbdev-clean --fname NOTEBOOK and commit"; \
+	  echo "$$dirty"; exit 1; fi; \
+	echo "clean-check: every notebook is clean"
 
 # Jupyter Book 1: the executed chapters without nbdev's directives, rendered; fails on any warning.
 book: nbtest
