@@ -13,11 +13,12 @@ HTML   := $(BOOK)/_build/html
 # Tools installed in the venv come first on PATH (the book's kernel, nbdev, pytest).
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help run run-book study study-steps study-hycoclip study-finetune test install pytest nbtest export-check clean-check book browser clean
+.PHONY: help run run-book study study-steps study-hycoclip study-finetune test install pytest nbtest export-check clean-check book book-fast browser clean
 
 help:
 	@echo "make run    train MERU and CLIP on the built-in scenes (papermill), evaluate both, build the book with their results"
 	@echo "make test   pytest, notebook tests, export and clean checks, the book build and its browser check"
+	@echo "make book-fast  the book for prose edits in seconds, nothing executed: unchanged chapters keep the last make book's outputs"
 	@echo "make export-check  meru_nb/ is what nbdev-export makes of nbs/ (changes nothing)"
 	@echo "make clean-check   every notebook is as nbdev-clean leaves it (changes nothing)"
 	@echo "make study  MERU's entailment weight: 5 values x 3 seeds at 1000 steps (~50 min on 2 cores)"
@@ -131,6 +132,16 @@ book: nbtest
 	$(BIN)/python tools/stage_book.py $(BOOK) transform
 	$(BIN)/jupyter-book build $(BOOK) --warningiserror --keep-going --quiet
 	@echo "book built: $(abspath $(HTML))/index.html"
+
+# The book for prose edits: staged as `make book` stages it, but nothing is executed. Each chapter whose cells are
+# all as in the last `make book` (in $(BOOK)) gets that build's outputs; a chapter changed since, in code or in
+# prose, is shown unexecuted (stage_book.py reuse names them). Its own folder: $(BOOK) is never touched.
+FAST_BOOK := _build/book-fast
+book-fast: install
+	$(BIN)/python tools/stage_book.py $(FAST_BOOK) all
+	$(BIN)/python tools/stage_book.py $(FAST_BOOK) reuse $(BOOK)
+	$(BIN)/jupyter-book build $(FAST_BOOK) --warningiserror --keep-going --quiet
+	@echo "book built, nothing executed: $(abspath $(FAST_BOOK))/_build/html/index.html"
 
 # The built book in headless Chromium with no network: math rendered, images loaded, no nbdev directive,
 # no console error, code within the column (tests/test_book_browser.py; skips without a browser).
