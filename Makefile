@@ -133,9 +133,9 @@ book: nbtest
 	$(BIN)/jupyter-book build $(BOOK) --warningiserror --keep-going --quiet
 	@echo "book built: $(abspath $(HTML))/index.html"
 
-# The book for prose edits: staged as `make book` stages it, but nothing is executed. Each chapter whose cells are
-# all as in the last `make book` (in $(BOOK)) gets that build's outputs; a chapter changed since, in code or in
-# prose, is shown unexecuted (stage_book.py reuse names them). Its own folder: $(BOOK) is never touched.
+# The book for prose edits: staged as `make book` stages it, but nothing is executed. Each chapter whose code cells
+# are as in the last `make book` (in $(BOOK)) gets that build's outputs, whatever its prose; a chapter whose code
+# changed is shown unexecuted (stage_book.py reuse names them). Its own folder: $(BOOK) is never touched.
 FAST_BOOK := _build/book-fast
 book-fast: install
 	$(BIN)/python tools/stage_book.py $(FAST_BOOK) all

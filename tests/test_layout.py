@@ -80,3 +80,20 @@ def test_no_private_names_from_other_modules(module):
     private = [f"line {line}: {name} from {target}" for target, name, line in imports_of(module)
                if name and name.startswith("_") and target != f"meru_nb.{module}"]
     assert not private, f"meru_nb.{module} imports private names of other modules: " + "; ".join(private)
+
+
+def test_readme_layout_table_lists_every_module_and_its_chapter():
+    "README's 'Where a change goes' names each module once, with the chapter whose notebook exports it."
+    import json, re
+    root = PACKAGE.parent
+    text = (root / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### Where a change goes"):]
+    rows = re.findall(r"^\| `(\w+)` \| .+ \| (\w+) \|$", section.split("\n\n", 3)[2], re.M)
+    exported = {}
+    for nb in (root / "nbs").glob("*.ipynb"):
+        first = "".join(json.loads(nb.read_text(encoding="utf-8"))["cells"][0]["source"])
+        if m := re.search(r"#\| default_exp (\w+)", first):
+            exported[m[1]] = nb.stem.split("_")[0]
+    assert [m for m, _ in rows] == sorted({m for m, _ in rows}, key=[m for m, _ in rows].index), "a module listed twice"
+    assert {m for m, _ in rows} == set(MODULES), f"modules missing or extra: {set(MODULES) ^ {m for m, _ in rows}}"
+    assert all(exported[m] == chapter for m, chapter in rows), [(m, c, exported[m]) for m, c in rows if exported[m] != c]

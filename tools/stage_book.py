@@ -122,8 +122,8 @@ def transform(dest: Path):
 
 
 def _code(nb: dict) -> list:
-    "The code of each cell, as text: what must match for outputs to be reused."
-    return [(c["cell_type"], "".join(c["source"]) if isinstance(c["source"], list) else c["source"]) for c in nb["cells"]]
+    "The source of each code cell, in order: what must match for outputs to be reused (prose may change)."
+    return ["".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in nb["cells"] if c["cell_type"] == "code"]
 
 
 def reuse(dest: Path, executed: Path, skip=()) -> tuple:
@@ -139,9 +139,9 @@ def reuse(dest: Path, executed: Path, skip=()) -> tuple:
         if old is None or _code(old) != _code(nb) or not any(c.get("outputs") for c in old["cells"]):
             left.append(rel)
             continue
-        for cell, done in zip(nb["cells"], old["cells"]):
-            if cell["cell_type"] == "code":
-                cell["outputs"], cell["execution_count"] = done.get("outputs", []), done.get("execution_count")
+        code = lambda book: [c for c in book["cells"] if c["cell_type"] == "code"]
+        for cell, done in zip(code(nb), code(old)):
+            cell["outputs"], cell["execution_count"] = done.get("outputs", []), done.get("execution_count")
         nb_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         filled.append(rel)
     print(f"reused the outputs of {len(filled)} chapters from {executed}"
