@@ -249,10 +249,14 @@ def count_parameters(size: str | TowerConfig = "S", kind: str = "meru") -> dict[
 
 # %% ../nbs/04_encoders.ipynb #f63fc48f
 class OpenCLIPTowers(NamedTuple):
-    "The image and text towers of an open_clip model, and its logit scale."
+    "The image and text towers of an open_clip model, its logit scale, and the inputs it was made for."
     image: nn.Module
     text: nn.Module
     logit_scale: float
+    image_size: int | None = None         # pixels per side
+    context_length: int | None = None     # tokens per text
+    mean: tuple | None = None              # the pixel statistics its images are normalised with
+    std: tuple | None = None
 
 # %% ../nbs/04_encoders.ipynb #1e2f24e1
 def _read_state_dict(path: Path) -> dict:
@@ -320,4 +324,7 @@ def open_clip_towers(name: str, weights: str | os.PathLike | None = None) -> Ope
         image.register_forward_pre_hook(_InputCheck("image", int(image_size)))
     if hasattr(text, "context_length") and hasattr(text, "vocab_size"):
         text.register_forward_pre_hook(_InputCheck("text", text.context_length, text.vocab_size))
-    return OpenCLIPTowers(image, text, float(model.logit_scale.detach()))
+    pre = getattr(image, "preprocess_cfg", {}) or {}
+    return OpenCLIPTowers(image, text, float(model.logit_scale.detach()), int(image_size) if image_size else None,
+                          getattr(text, "context_length", None), tuple(pre["mean"]) if "mean" in pre else None,
+                          tuple(pre["std"]) if "std" in pre else None)

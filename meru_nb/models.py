@@ -5,8 +5,9 @@
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MODEL_KINDS', 'LATER_KINDS', 'MODEL_FORMAT', 'SCALAR_NAMES',
            'REFERENCE_SCALAR_NAMES', 'PixelTower', 'BagOfTokensTower', 'gather_features', 'local_targets',
-           'paired_logits', 'symmetric_cross_entropy', 'CLIPBaseline', 'MERU', 'model_class', 'build_model', 'save',
-           'load', 'from_reference', 'to_reference', 'import_reference', 'export_reference']
+           'paired_logits', 'symmetric_cross_entropy', 'CLIPBaseline', 'MERU', 'model_class', 'build_model',
+           'build_on_open_clip', 'save', 'load', 'from_reference', 'to_reference', 'import_reference',
+           'export_reference']
 
 # %% ../nbs/05_models.ipynb #e8708dc3
 import dataclasses
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoders import (REFERENCE_TEXT_KEYS, TOWER_SIZES, TowerConfig, check_state_dict, load_strict, image_tower,
-                              text_keys_from_reference, text_tower, tower_config)
+                              open_clip_towers, text_keys_from_reference, text_tower, tower_config)
 from .entailment import entailment_loss
 from .expmap import exp_map0
 from .lorentz import pairwise_dist
@@ -219,6 +220,27 @@ def build_model(kind: str = "meru", size="tiny", **options) -> CLIPBaseline:
     model.config = {"kind": kind, "towers": dataclasses.asdict(cfg), **own}
     return model
 
+# %% ../nbs/05_models.ipynb #d08ee81c
+def build_on_open_clip(kind: str, name: str, weights=None, **options) -> CLIPBaseline:
+    "MERU or the CLIP baseline on the towers of open_clip model `name` (random, or from local `weights`); identity projections."
+    cls = model_class(kind)
+    own = {k: options.pop(k) for k in _MERU_OPTIONS if k in options}
+    if options:
+        raise ValueError(f"unknown options {sorted(options)}: expected {list(_MERU_OPTIONS)}")
+    if own and not issubclass(cls, MERU):
+        raise ValueError(f"{sorted(own)} apply to MERU and its descendants only, not to {kind!r}")
+    t = open_clip_towers(name, weights)
+    if t.image.width != t.text.width:
+        raise ValueError(f"open_clip model {name!r} embeds images in {t.image.width} and texts in {t.text.width} dimensions")
+    stats = dict(pixel_mean=t.mean, pixel_std=t.std) if t.mean and t.std else {}
+    model = cls(t.image, t.text, embed_dim=t.image.width, **stats, **own)
+    with torch.no_grad():
+        for proj in (model.visual_proj, model.textual_proj):
+            proj.weight.copy_(torch.eye(t.image.width))
+    model.config = {"kind": kind, "open_clip": name, **own,
+                    "towers": {"image_size": t.image_size, "context_length": t.context_length, "embed_dim": t.image.width}}
+    return model
+
 # %% ../nbs/05_models.ipynb #95b4cf86
 MODEL_FORMAT = "meru_nb.models/2"   # 1: the scalars were saved as curv, visual_alpha, textual_alpha
 
@@ -246,9 +268,12 @@ def load(folder: str | os.PathLike, device="cpu") -> CLIPBaseline:
     config = _read_model_config(folder / "config.json")
     options = {k: config[k] for k in _MERU_OPTIONS if k in config}
     try:
-        towers = TowerConfig(**config["towers"])
-        with torch.device("meta"):                  # shapes only, no memory: a config that does not match the
-            skeleton = build_model(config["kind"], towers, **options)   # weights is refused before allocating
+        if "open_clip" in config:                   # on an open_clip model's towers: built for real, as open_clip builds
+            skeleton = build_on_open_clip(config["kind"], config["open_clip"], **options)
+        else:
+            towers = TowerConfig(**config["towers"])
+            with torch.device("meta"):              # shapes only, no memory: a config that does not match the
+                skeleton = build_model(config["kind"], towers, **options)   # weights is refused before allocating
     except (TypeError, ValueError) as e:           # an unknown key, or a value of the wrong type or range
         raise ValueError(f"{str(folder / 'config.json')!r} does not describe a model: {e}") from None
     try:
@@ -259,7 +284,7 @@ def load(folder: str | os.PathLike, device="cpu") -> CLIPBaseline:
     if config.get("format") == "meru_nb.models/1":   # saved before the scalars were named for their logs
         state = {SCALAR_NAMES.get(k, k): v for k, v in state.items()}
     check_state_dict(skeleton, state, f"the {config['kind']} model of its config.json", folder)
-    model = build_model(config["kind"], towers, **options)
+    model = skeleton if "open_clip" in config else build_model(config["kind"], towers, **options)
     model.load_state_dict(state, strict=True)
     return model.to(device)
 

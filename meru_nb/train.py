@@ -37,6 +37,7 @@ from .data import HierarchicalScenes
 from .encoders import TOWER_SIZES, tokenize
 from .hycoclip import BoxCollate, BoxedScenes      # also adds the model kind 'hycoclip'
 from .models import MERU, MODEL_KINDS, SCALAR_NAMES, build_model, save
+from .finetune import start_from_clip             # MERU from a CLIP (chapter 11c)
 from .sysinfo import cpu_model
 from .pipelines import (SKIP_REASONS, CountSkips, CsvDataset, SkipLog, SkippedSampleWarning, expand_shards,
                                shard_dataset, train_transform)
@@ -83,7 +84,7 @@ class TrainConfig:
     model: str = "meru"                  # 'meru', 'clip', or 'hycoclip' (chapter 11a; built-in scenes only)
     size: str = "tiny"                   # towers: 'tiny' (tests), 'cpu' (CPU runs), 'S', 'B', 'L'
     patch_size: int = 0                  # ViT patch side in pixels; 0 keeps the size's own (tiny 4, S/B/L 16)
-    init_from: str = ""                  # MERU only: a CLIP run or model folder to start from (its towers; chapter 11c)
+    init_from: str = ""                  # MERU only: a CLIP run or model folder, or open_clip:NAME:WEIGHTS, to start from (chapter 11c)
     train_blocks: int = -1               # with init_from: -1 trains all, 0 only projections and scalars, k the last k blocks
     curv_init: float = 1.0               # MERU and HyCoCLIP: initial curvature c
     entail_weight: float = 0.2           # MERU and HyCoCLIP: weight of the entailment loss (paper 0.2)
@@ -528,7 +529,6 @@ def initial_model(cfg: TrainConfig, device="cpu") -> nn.Module:
     "The model a run of `cfg` starts from: built from scratch (seeded), or for `init_from` MERU on that CLIP (chapter 11c)."
     torch.manual_seed(cfg.seed)
     if cfg.init_from:                          # alphas calibrated on 256 of the run's own pairs
-        from meru_nb.finetune import start_from_clip   # here, not at the top: chapter 11c's study imports this module
         first = lambda ctx: next(iter(make_loader(dataclasses.replace(cfg, batch_size=256, num_workers=0, accum_steps=1),
                                                   ctx, 0, 1)))[:2]
         return start_from_clip(cfg.init_from, cfg, first).to(device)
