@@ -303,6 +303,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'meru_nb.models._GatherWithGrad': ('models.html#_gatherwithgrad', 'meru_nb/models.py'),
                                 'meru_nb.models._GatherWithGrad.backward': ('models.html#_gatherwithgrad.backward', 'meru_nb/models.py'),
                                 'meru_nb.models._GatherWithGrad.forward': ('models.html#_gatherwithgrad.forward', 'meru_nb/models.py'),
+                                'meru_nb.models._class_and_options': ('models.html#_class_and_options', 'meru_nb/models.py'),
                                 'meru_nb.models._distributed': ('models.html#_distributed', 'meru_nb/models.py'),
                                 'meru_nb.models._projection': ('models.html#_projection', 'meru_nb/models.py'),
                                 'meru_nb.models._read_model_config': ('models.html#_read_model_config', 'meru_nb/models.py'),

@@ -90,10 +90,11 @@ def start_from_clip(path, cfg, calibration) -> MERU:
         name, _, weights = path.removeprefix(OPEN_CLIP_PREFIX).partition(":")
         if not name or not weights:
             raise ValueError(f"`init_from` {path!r}: expected open_clip:NAME:WEIGHTS, a model name and a local weights file")
-        size = build_on_open_clip("clip", name).config["towers"]   # towers only, to check the run's image size first
+        meru = build_on_open_clip("meru", name, weights, curv_init=cfg.curv_init, entail_weight=cfg.entail_weight)
+        size = meru.config["towers"]
         if size["image_size"] != cfg.image_size:
             raise ValueError(f"`image_size`={cfg.image_size} differs from open_clip model {name!r}'s {size['image_size']}: set image_size to it")
-        meru = meru_from_open_clip(name, weights, *calibration(size["context_length"]), cfg.curv_init, cfg.entail_weight)
+        calibrate_alphas(meru, *calibration(size["context_length"]))
     else:
         clip = load_model(path)
         if model_kind(clip) != "clip":

@@ -206,12 +206,17 @@ def model_class(kind: str) -> type:
                          f"(meru_nb.load and the command line do)")
     raise ValueError(f"unknown model kind {kind!r}: expected one of {sorted(set(MODEL_KINDS) | set(LATER_KINDS))}")
 
-def build_model(kind: str = "meru", size="tiny", **options) -> CLIPBaseline:
-    "MERU or the CLIP baseline on the towers of `size`; `options` set `curv_init`/`entail_weight` or TowerConfig fields."
+def _class_and_options(kind: str, options: dict) -> tuple:
+    "The class of `kind` and the MERU options (`curv_init`, `entail_weight`) taken out of `options`."
     cls = model_class(kind)
     own = {k: options.pop(k) for k in _MERU_OPTIONS if k in options}
     if own and not issubclass(cls, MERU):
         raise ValueError(f"{sorted(own)} apply to MERU and its descendants only, not to {kind!r}")
+    return cls, own
+
+def build_model(kind: str = "meru", size="tiny", **options) -> CLIPBaseline:
+    "MERU or the CLIP baseline on the towers of `size`; `options` set `curv_init`/`entail_weight` or TowerConfig fields."
+    cls, own = _class_and_options(kind, options)
     unknown = set(options) - {f.name for f in dataclasses.fields(TowerConfig)}
     if unknown:
         raise ValueError(f"unknown options {sorted(unknown)}: expected {list(_MERU_OPTIONS)} or TowerConfig fields")
@@ -223,12 +228,9 @@ def build_model(kind: str = "meru", size="tiny", **options) -> CLIPBaseline:
 # %% ../nbs/05_models.ipynb #d08ee81c
 def build_on_open_clip(kind: str, name: str, weights=None, **options) -> CLIPBaseline:
     "MERU or the CLIP baseline on the towers of open_clip model `name` (random, or from local `weights`); identity projections."
-    cls = model_class(kind)
-    own = {k: options.pop(k) for k in _MERU_OPTIONS if k in options}
+    cls, own = _class_and_options(kind, options)
     if options:
         raise ValueError(f"unknown options {sorted(options)}: expected {list(_MERU_OPTIONS)}")
-    if own and not issubclass(cls, MERU):
-        raise ValueError(f"{sorted(own)} apply to MERU and its descendants only, not to {kind!r}")
     t = open_clip_towers(name, weights)
     if t.image.width != t.text.width:
         raise ValueError(f"open_clip model {name!r} embeds images in {t.image.width} and texts in {t.text.width} dimensions")
