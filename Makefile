@@ -71,12 +71,12 @@ run-book: install
 	$(BIN)/jupyter-book build $(RUN_BOOK) --warningiserror --keep-going --quiet
 	@echo "book built: $(abspath $(RUN_HTML))/index.html"
 
-## The lambda study (chapter 07a): 16 runs, two at a time; writes nbs/results/lambda_study.json.
+## The lambda study (chapter 07e): 16 runs, two at a time; writes nbs/results/lambda_study.json.
 ## Finished runs in $(RUNS)/study are kept, so an interrupted study continues where it stopped.
 study: install
 	$(BIN)/python -c "import sys; from meru_nb.study import main; sys.exit(main())" --out nbs/results/lambda_study.json --work-dir $(RUNS)/study
 
-## How long make run trains (chapter 07a): MERU and CLIP x 3 seeds at each of study.STEP_BUDGETS steps, on
+## How long make run trains (chapter 07e): MERU and CLIP x 3 seeds at each of study.STEP_BUDGETS steps, on
 ## validation scenes; writes nbs/results/steps_study.json. Finished runs in $(RUNS)/steps are kept.
 study-steps: install
 	$(BIN)/python -c "import sys; from meru_nb.study import main; sys.exit(main())" --compare-steps --out nbs/results/steps_study.json --work-dir $(RUNS)/steps

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from meru_nb.train import TrainConfig, train
+from meru_nb.config import TrainConfig
+from meru_nb.train import train
 
 DRIVER = ("import os, sys\n"
           "for m in filter(None, os.environ.get('MERU_NB_BLOCK', '').split(',')): sys.modules[m] = None\n"

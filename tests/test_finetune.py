@@ -7,7 +7,7 @@ import torch
 
 from meru_nb.finetune import OPEN_CLIP_PREFIX, meru_from_open_clip, set_trainable, start_from_clip
 from meru_nb.models import MERU, build_on_open_clip, load, save
-from meru_nb.train import TrainConfig
+from meru_nb.config import TrainConfig
 
 logging.getLogger().setLevel(logging.ERROR)        # open_clip warns that it loaded no pretrained weights
 

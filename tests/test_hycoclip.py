@@ -6,10 +6,11 @@ import sys
 import pytest
 import torch
 
-import meru_nb.train as T
 from meru_nb.hycoclip import BoxCollate, BoxedScenes, HyCoCLIP, object_box
 from meru_nb.models import build_model, load, save
-from meru_nb.train import TrainConfig, read_log, train
+from meru_nb.checkpoint import read_log
+from meru_nb.config import PRESETS, TrainConfig
+from meru_nb.train import train
 
 
 def tiny(tmp_path, name="run", **kw):
@@ -56,7 +57,7 @@ def test_save_load_round_trip_and_plugin_import(tmp_path):
 def test_hycoclip_trains_on_the_built_in_scenes_only(tmp_path):
     with pytest.raises(ValueError, match="'builtin' for model='hycoclip'"):
         tiny(tmp_path, data=str(tmp_path / "pairs.csv"))
-    assert "builtin_hycoclip_vit_s" in T.PRESETS and "hycoclip_vit_b" not in T.PRESETS
+    assert "builtin_hycoclip_vit_s" in PRESETS and "hycoclip_vit_b" not in PRESETS
 
 
 def test_run_logs_every_term_and_resumes_exactly(tmp_path):

@@ -6,10 +6,12 @@ import re
 import pytest
 import torch
 
-import meru_nb.train as T
 from meru_nb.models import MERU, build_model
-from meru_nb.train import (TrainConfig, decay_groups, load_checkpoint, lr_factor, read_log, save_checkpoint,
-                           train)
+from meru_nb.checkpoint import load_checkpoint, log_line, plot_log, read_log, save_checkpoint
+from meru_nb.config import TrainConfig, config_from_args
+from meru_nb.distributed import StepSampler
+from meru_nb.optim import build_optimizer, decay_groups, lr_factor
+from meru_nb.train import train
 
 SCALARS = {"logit_scale", "log_curv", "log_visual_alpha", "log_textual_alpha"}
 
@@ -43,7 +45,7 @@ def test_decay_groups(kind):
 
 def test_optimizer_groups_weight_decay():
     model = build_model("meru", "tiny")
-    opt = T.build_optimizer(model, TrainConfig(weight_decay=0.2))
+    opt = build_optimizer(model, TrainConfig(weight_decay=0.2))
     decay, exempt = opt.param_groups
     assert decay["weight_decay"] == 0.2 and exempt["weight_decay"] == 0.0
     assert any(p is model.log_curv for p in exempt["params"]) and opt.defaults["betas"] == (0.9, 0.98)
@@ -220,7 +222,7 @@ def test_values_from_text_are_read_as_their_fields_type(tmp_path):
     "YAML gives '5e-4' as a string and papermill/shells give text: coerced by the field's type, or refused by name."
     params = tmp_path / "p.yaml"
     params.write_text("lr: 5e-4\nsteps: '20'\nresume: 'no'\ngrad_clip: 1\nwarmup_steps: 2.0\n")
-    cfg = T.config_from_args(["-f", str(params), "--out-dir", str(tmp_path / "run")])
+    cfg = config_from_args(["-f", str(params), "--out-dir", str(tmp_path / "run")])
     assert (cfg.lr, cfg.steps, cfg.resume, cfg.grad_clip, cfg.warmup_steps) == (5e-4, 20, False, 1.0, 2)
     assert type(cfg.steps) is int and type(cfg.grad_clip) is float
     for text, message in [("steps: 5.7", "`steps` must be a whole number, got steps=5.7 in"),
@@ -230,7 +232,7 @@ def test_values_from_text_are_read_as_their_fields_type(tmp_path):
                           ("out_dir: 3", "`out_dir` must be a string")]:
         params.write_text(text + "\n")
         with pytest.raises(ValueError, match=re.escape(message)):
-            T.config_from_args(["-f", str(params)])
+            config_from_args(["-f", str(params)])
     with pytest.raises(ValueError, match="`lr` must be finite"):
         TrainConfig(lr=float("nan"))
 
@@ -252,7 +254,7 @@ def test_a_finished_run_is_kept_unless_overwrite(tmp_path):
 def test_a_second_live_run_in_the_same_folder_is_refused(tmp_path):
     "Two processes, one folder: the second stops with the first's PID named; the first finishes its run whole."
     import subprocess, sys, time
-    code = ("import sys; from meru_nb.train import TrainConfig, train\n"
+    code = ("import sys; from meru_nb.config import TrainConfig; from meru_nb.train import train\n"
             "train(TrainConfig(out_dir=sys.argv[1], steps=int(sys.argv[2]), batch_size=8, warmup_steps=1, ckpt_every=0,"
             " progress=False, device='cpu', precision='fp32', n_samples=64, overwrite=True))")
     first = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "run"), "60"], stderr=subprocess.PIPE, text=True)
@@ -287,7 +289,7 @@ def expected_skips(cfg, path):
     from meru_nb.pipelines import CsvDataset, SkipLog
     rows = CsvDataset(path, log=SkipLog(quiet=True)).rows
     bad = [file.name.startswith("bad") for file, *_ in rows]
-    drawn = [i for batch in T.StepSampler(len(rows), cfg.batch_size, cfg.seed, 0, cfg.steps) for i in batch]
+    drawn = [i for batch in StepSampler(len(rows), cfg.batch_size, cfg.seed, 0, cfg.steps) for i in batch]
     return sum(next(k for k in range(len(rows)) if not bad[(i + k) % len(rows)]) for i in drawn)
 
 
@@ -311,11 +313,11 @@ def test_skipped_samples_are_totalled(tmp_path, workers):
 
 def test_log_lines_are_strict_json():
     "A value that is not finite (fp16's skipped step) is written as null, and plot_log draws such a log."
-    line = T.log_line({"step": 1, "loss": 1.5, "grad_norm": float("inf"), "lr": float("nan")})
+    line = log_line({"step": 1, "loss": 1.5, "grad_norm": float("inf"), "lr": float("nan")})
     assert json.loads(line) == {"step": 1, "loss": 1.5, "grad_norm": None, "lr": None} and "Infinity" not in line
     import matplotlib
     matplotlib.use("Agg")
-    T.plot_log([json.loads(line), {"step": 2, "loss": 1.0, "grad_norm": 2.0, "lr": 0.1}])
+    plot_log([json.loads(line), {"step": 2, "loss": 1.0, "grad_norm": 2.0, "lr": 0.1}])
 
 
 def test_temporaries_of_a_killed_run_are_removed(tmp_path):

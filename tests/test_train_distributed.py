@@ -11,7 +11,9 @@ import torch.distributed as tdist
 import yaml
 
 import meru_nb.train as T
-from meru_nb.train import PRESETS, TrainConfig, config_from_args, read_log
+from meru_nb.checkpoint import read_log
+from meru_nb.config import PRESETS, TrainConfig, config_from_args, write_presets
+from meru_nb.distributed import StepSampler, make_loader, wrap_model
 
 ROOT = Path(__file__).resolve().parent.parent
 WORLD = 2
@@ -28,8 +30,8 @@ def first_step(cfg: TrainConfig, rank: int = 0, world: int = 1) -> tuple:
     "Loss and gradients of the first step, built with the loop's own pieces (model, wrapper, loader)."
     device = torch.device("cpu")
     model, *_ = T._build(cfg, device)
-    net = T.wrap_model(model, cfg, device, world)
-    batch = next(iter(T.make_loader(cfg, model.config["towers"]["context_length"], 0, 1, rank, world)))
+    net = wrap_model(model, cfg, device, world)
+    batch = next(iter(make_loader(cfg, model.config["towers"]["context_length"], 0, 1, rank, world)))
     loss = net(*batch[:-2])["loss"]                  # (images, tokens[, boxes]); the last two: skip counts
     loss.backward()                                  # under DDP: gradients averaged over the processes
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -75,7 +77,7 @@ def test_two_processes_equal_one(kind, tmp_path, spawn_ranks):
 
 def test_batch_must_split_across_processes(tmp_path):
     with pytest.raises(ValueError, match="batch_size.*=6.*4 processes"):
-        T.StepSampler(64, 6, 0, 0, 1, rank=0, world_size=4)
+        StepSampler(64, 6, 0, 0, 1, rank=0, world_size=4)
 
 
 def test_presets_and_files_combine(tmp_path):
@@ -119,7 +121,7 @@ def test_params_files_are_the_presets(tmp_path):
     assert presets.keys() == PRESETS.keys()
     for name, values in presets.items():
         assert values == PRESETS[name], name
-    for path in T.write_presets(tmp_path):
+    for path in write_presets(tmp_path):
         assert path.read_text() == (ROOT / "params" / path.name).read_text(), f"params/{path.name} differs from write_presets"
     for name, values in files.items():               # every file (presets and the CPU demo) is valid
         TrainConfig(**values)
