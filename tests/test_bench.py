@@ -86,10 +86,11 @@ def test_cli_data_benchmark(tmp_path):
     assert "jpeg" in json.dumps(rows) and "builtin 32px" in json.dumps(rows)
 
 
-# --- the training-step benchmark (chapter 12a, meru_nb.stepbench) ---
+# --- the training-step benchmark (chapter 12c, meru_nb.stepbench; its FLOP count is chapter 12b's meru_nb.flops) ---
 
 from meru_nb import stepbench
 from meru_nb.encoders import tower_config
+from meru_nb.flops import forward_flops, train_flops_per_sample
 
 STEP_KEYS = {"times_s", "median_s", "min_s", "samples_per_s", "loss", "parameters", "achieved_flops_per_s", "mfu"}
 
@@ -118,13 +119,13 @@ def test_flop_formula_matches_flop_counter(one_thread):
         return counter.get_total_flops() / batch
 
     counts = [count("clip", backward) for backward in (False, True)]
-    flops = stepbench.forward_flops(cfg, batch)
+    flops = forward_flops(cfg, batch)
     n, w = (16 // 4) ** 2, cfg.image_width            # by hand: 16 patches of 4x4x3 pixels into 128 channels
     assert flops["patch_embed"] == 2 * n * 48 * w
     assert flops["image_blocks"] == 4 * (24 * (n + 1) * w**2 + 4 * (n + 1) ** 2 * w)
     assert counts[0] == flops["total"]
     assert counts[1] == 3 * flops["total"] - flops["patch_embed"]
-    assert stepbench.train_flops_per_sample(cfg, batch) == 3 * flops["total"]
+    assert train_flops_per_sample(cfg, batch) == 3 * flops["total"]
     # MERU's distance GEMM has one more column (the time component): 2B more FLOPs per sample, nothing else
     assert count("meru", False) == counts[0] + 2 * batch
 

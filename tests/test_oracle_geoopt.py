@@ -119,7 +119,7 @@ def test_lorentz_to_poincare_matches_geoopt_ball(c):
 
 
 def exterior_angle_oracle(x: torch.Tensor, y: torch.Tensor, c: float) -> torch.Tensor:
-    "pi minus the angle at x between the geodesics to O and to y: chapter 12's geoopt oracle, on our points."
+    "pi minus the angle at x between the geodesics to O and to y: chapter 12a's geoopt oracle, on our points."
     return geoopt_exterior_angle(full(x, c), full(y, c), torch.tensor(1.0 / c, dtype=torch.float64))
 
 
