@@ -296,7 +296,7 @@ def run_geometry(args: argparse.Namespace) -> int:
 
 # %% ../nbs/12a_bench.ipynb #774586c9
 def add_data_parser(commands) -> argparse.ArgumentParser:
-    "Add the `data` subcommand (the loaders' samples/s, chapter 6a) to the subparsers `commands`."
+    "Add the `data` subcommand (the loaders' samples/s, chapter 6c) to the subparsers `commands`."
     data = commands.add_parser("data", help="samples/s of the built-in dataset and of JPEG shards, per loader worker count")
     data.add_argument("--out", type=Path, required=True, help="where to write the JSON results")
     data.add_argument("--samples", type=int, default=2000, help="samples per configuration")
@@ -306,8 +306,8 @@ def add_data_parser(commands) -> argparse.ArgumentParser:
     return data
 
 def run_data(args: argparse.Namespace) -> int:
-    "Run the `data` subcommand: the loader benchmark of chapter 6a, written as JSON."
-    from meru_nb.pipelines import loader_throughput       # the data chapter's benchmark (chapter 6a)
+    "Run the `data` subcommand: the loader benchmark of chapter 6c, written as JSON."
+    from meru_nb.pipelines import loader_throughput       # the data chapter's benchmark (chapter 6c)
     loader_throughput(n=args.samples, workers=tuple(args.workers), batch_size=args.batch, path=args.out)
     print(f"wrote {args.out}")
     return 0

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import SHAPES, Caption, HierarchicalScenes, Part, caption_text, generalises, noun_phrase, satisfies, text_pool
+from .data import HierarchicalScenes, text_pool
+from .scenes import SHAPES, Caption, Part, caption_text, generalises, noun_phrase, satisfies
 from .zeroshot import load_model, model_sizes, scores
 from .hierarchy import (bootstrap_draws, clip_root, embed_images, embed_texts, entailment_score, generality,
                                is_hyperbolic, percentile_interval, roc_auc, traverse)

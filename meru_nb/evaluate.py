@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import SHAPES
+from .scenes import SHAPES
 from .zeroshot import load_model, model_kind, zero_shot_builtin
 from .hierarchy import hierarchy_figures, hierarchy_report, tree_metrics
 from .probe import probe_builtin

@@ -23,8 +23,8 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
-from .data import (ROOT, SHAPES, Caption, HierarchicalScenes, Part, Taxonomy, caption_text,
-                          describes, generalises, level, text_pool)
+from .data import HierarchicalScenes, text_pool
+from .scenes import ROOT, SHAPES, Caption, Part, Taxonomy, caption_text, describes, generalises, level
 from . import zeroshot
 from .zeroshot import is_hyperbolic
 from .entailment import exterior_angle, half_aperture

@@ -20,8 +20,9 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .data import (LEVEL_PROBS, Caption, HierarchicalScenes, Part, Scene, SceneObject, noun_phrase, render,
-                   satisfies)
+from .data import HierarchicalScenes
+from .render import render
+from .scenes import LEVEL_PROBS, Caption, Part, Scene, SceneObject, noun_phrase, satisfies
 from .encoders import tokenize
 from .entailment import exterior_angle, half_aperture
 from .models import MERU, MODEL_KINDS, local_targets, paired_logits, gather_features, symmetric_cross_entropy

@@ -23,7 +23,8 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .data import CAPTION_FRAMES, COLOURS, SHAPES, HierarchicalScenes, with_article
+from .data import HierarchicalScenes
+from .scenes import CAPTION_FRAMES, COLOURS, SHAPES, with_article
 from .encoders import tokenize
 from .expmap import exp_map0
 from .lorentz import dist0, pairwise_inner

@@ -1,4 +1,4 @@
-"""meru_nb.data: determinism, resolutions, the ground truth checked by brute force, shards, text pool, bad input."""
+"""meru_nb.scenes, meru_nb.render and meru_nb.data: determinism, resolutions, the ground truth checked by brute force, shards, text pool, bad input."""
 import hashlib
 import itertools
 
@@ -7,9 +7,11 @@ import pytest
 import torch
 import webdataset as wds
 
-from meru_nb.data import (COLOURS, LEVEL_PROBS, MAX_PARTS, POSITIONS, ROOT, SHAPES, SIZES, Caption,
-                          HierarchicalScenes, Part, Scene, SceneObject, Taxonomy, caption_text, describes,
-                          generalises, level, random_caption, random_scene, render, text_pool, write_shards)
+from meru_nb.data import HierarchicalScenes, text_pool, write_shards
+from meru_nb.render import render
+from meru_nb.scenes import (COLOURS, LEVEL_PROBS, MAX_PARTS, POSITIONS, ROOT, SHAPES, SIZES, Caption, Part, Scene,
+                            SceneObject, Taxonomy, caption_text, describes, generalises, level, random_caption,
+                            random_scene)
 
 
 # ---------------------------------------------------------------- every scene of one and two objects

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from meru_nb.data import SHAPES, Caption, Part, Scene, Taxonomy, text_pool
+from meru_nb.data import text_pool
+from meru_nb.scenes import SHAPES, Caption, Part, Scene, Taxonomy
 from meru_nb.encoders import tokenize
 from meru_nb.entailment import exterior_angle, half_aperture
 from meru_nb.expmap import exp_map0, log_map0

@@ -36,7 +36,7 @@ class Chapter:
 
     @property
     def number(self) -> str:
-        "The chapter's number as the file name gives it, without leading zeros: 01_lorentz -> 1, 06a_pipelines -> 6a."
+        "The chapter's number as the file name gives it, without leading zeros: 01_lorentz -> 1, 06c_pipelines -> 6c."
         m = re.match(r"(\d+)([a-z]*)_", self.stem)
         return f"{int(m[1])}{m[2]}" if m else ""
 
