@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from .data import SHAPES, Caption, HierarchicalScenes, Part, caption_text, generalises, noun_phrase, satisfies, text_pool
-from .zeroshot import load_model, model_sizes, scores
+from .embed import load_model, model_sizes
+from .zeroshot import scores
 from .hierarchy import (bootstrap_draws, clip_root, embed_images, embed_texts, entailment_score, generality,
                                is_hyperbolic, percentile_interval, roc_auc, traverse)
 from .hycoclip import crop_object

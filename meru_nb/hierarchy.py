@@ -25,8 +25,9 @@ from torch import Tensor
 
 from .data import (ROOT, SHAPES, Caption, HierarchicalScenes, Part, Taxonomy, caption_text,
                           describes, generalises, level, text_pool)
-from . import zeroshot
-from .zeroshot import is_hyperbolic
+from . import embed
+from .embed import is_hyperbolic
+from .zeroshot import zero_shot_builtin
 from .entailment import exterior_angle, half_aperture
 from .expmap import exp_map0, log_map0
 from .lorentz import dist0, lorentz_to_poincare, pairwise_dist, plot_poincare_disk
@@ -39,18 +40,18 @@ def embed_texts(model, texts: list, batch_size: int = 256, project: bool = True)
     "Text embeddings (N, n) of a list of strings: chapter 08's batching, in eval mode, float32 on the CPU."
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise ValueError(f"`texts` must be a list of strings, got {texts!r:.80}")
-    return zeroshot.embed_texts(model, list(texts), batch_size, project=project)
+    return embed.embed_texts(model, list(texts), batch_size, project=project)
 
 def embed_images(model, images: Tensor, batch_size: int = 256, project: bool = True) -> Tensor:
     "Image embeddings (B, n) of images (B, 3, H, W) with values in [0, 1]: chapter 08's batching."
     if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"`images` must be a tensor (B, 3, H, W), got {getattr(images, 'shape', type(images))}")
-    return zeroshot.embed_images(model, images, batch_size, project=project)
+    return embed.embed_images(model, images, batch_size, project=project)
 
 # %% ../nbs/11_hierarchy.ipynb #0f62b51c
 def _image_size(model, image_size) -> int:
     "`image_size`, or the side the model was built for (chapter 08's `model_sizes`)."
-    return int(image_size) if image_size is not None else zeroshot.model_sizes(model)[0]
+    return int(image_size) if image_size is not None else embed.model_sizes(model)[0]
 
 def embed_scenes(model, n: int = 200, image_size: int = None, seed: int = 1, max_objects: int = 2) -> dict:
     "Ground truth and embeddings of `n` built-in scenes: scenes, captions, texts, levels, images, x_img, y_txt."
@@ -294,8 +295,8 @@ def tree_metrics(tree: Taxonomy, predicted: list, true: list) -> dict:
 
 # %% ../nbs/11_hierarchy.ipynb #157cd6e2
 def shape_zero_shot(model, n: int = 200, image_size: int = None, seed: int = 1) -> tuple:
-    "Zero-shot shape leaves of `n` one-object scenes by chapter 08's protocol (`zero_shot_builtin`): (predicted, true) labels."
-    r = zeroshot.zero_shot_builtin(model, n, _image_size(model, image_size), seed, attribute="shape")
+    "Zero-shot shape leaves of `n` one-object scenes by chapter 08b's protocol (`zero_shot_builtin`): (predicted, true) labels."
+    r = zero_shot_builtin(model, n, _image_size(model, image_size), seed, attribute="shape")
     return [r["leaves"][k] for k in r["pred"]], [r["leaves"][k] for k in r["target"]]
 
 # %% ../nbs/11_hierarchy.ipynb #779c1acb

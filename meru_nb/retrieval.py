@@ -19,7 +19,8 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from .data import HierarchicalScenes, describes
-from .zeroshot import (ImageFiles, add_model_arguments, embed_images, embed_texts, load_model, model_kind, model_sizes, scores)
+from .embed import ImageFiles, add_model_arguments, embed_images, embed_texts, load_model, model_kind, model_sizes
+from .zeroshot import scores
 from .models import build_model
 from .pipelines import to_float_tensor
 
