@@ -22,8 +22,8 @@ import torch
 from .data import SHAPES, Caption, HierarchicalScenes, Part, caption_text, generalises, noun_phrase, satisfies, text_pool
 from .embed import load_model, model_sizes
 from .zeroshot import scores
-from .hierarchy import (bootstrap_draws, clip_root, embed_images, embed_texts, entailment_score, generality,
-                               is_hyperbolic, percentile_interval, roc_auc, traverse)
+from .stats import bootstrap_draws, percentile_interval, roc_auc
+from .hierarchy import clip_root, embed_images, embed_texts, entailment_score, generality, is_hyperbolic, traverse
 from .hycoclip import crop_object
 from .evaluate import HEADLINE, compare, differences, evaluate_run, lookup
 from .study import recipe, run_pool
