@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from .data import SHAPES, Caption, HierarchicalScenes, Part, caption_text, generalises, noun_phrase, satisfies, text_pool
-from .embed import load_model, model_sizes
+from .embed import embed_images, embed_texts, is_hyperbolic, load_model, model_sizes
 from .zeroshot import scores
 from .stats import bootstrap_draws, percentile_interval, roc_auc
-from .hierarchy import clip_root, embed_images, embed_texts, entailment_score, generality, is_hyperbolic, traverse
+from .hierarchy import clip_root, entailment_score, generality, traverse
 from .hycoclip import crop_object
 from .evaluate import HEADLINE, compare, differences, evaluate_run, lookup
 from .study import recipe, run_pool

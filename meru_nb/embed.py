@@ -140,7 +140,7 @@ def embed_texts(model, texts: list[str], batch_size: int = 256, device=None, pro
                 project: bool = True) -> Tensor:
     "Text embeddings (N, d) in float32 on the CPU, tokenized at the model's context length."
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-        raise TypeError("`texts` must be a list of strings")
+        raise TypeError(f"`texts` must be a list of strings, got {texts!r:.80}")
     device, context, out = model_device(model, device), model_sizes(model)[1], []
     with EvalMode(model):
         for i in progress_bar(range(0, len(texts), batch_size), progress, math.ceil(len(texts) / batch_size), "texts"):
