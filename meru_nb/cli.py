@@ -16,7 +16,7 @@ COMMANDS = {
     "evaluate": ("meru_nb.evaluate", "main", "evaluate a run folder; writes results.json and figures beside it"),
     "zeroshot": ("meru_nb.zeroshot", "zeroshot_main", "zero-shot classification of a local image folder"),
     "retrieval": ("meru_nb.retrieval", "retrieval_main", "recall@K on COCO, Flickr30k (Karpathy), a CSV or the built-in scenes"),
-    "embed": ("meru_nb.zeroshot", "embed_main", "embed images or texts; writes embeddings and distances"),
+    "embed": ("meru_nb.embed", "embed_main", "embed images or texts; writes embeddings and distances"),
     "bench": ("meru_nb.cli", "bench_main", "benchmarks: geometry (ours vs geoopt), data loading, one training step"),
 }
 

@@ -21,9 +21,10 @@ import torch
 
 from .data import HierarchicalScenes, text_pool
 from .scenes import SHAPES, Caption, Part, caption_text, generalises, noun_phrase, satisfies
-from .zeroshot import load_model, model_sizes, scores
-from .hierarchy import (bootstrap_draws, clip_root, embed_images, embed_texts, entailment_score, generality,
-                               is_hyperbolic, percentile_interval, roc_auc, traverse)
+from .embed import embed_images, embed_texts, is_hyperbolic, load_model, model_sizes
+from .zeroshot import scores
+from .stats import bootstrap_draws, percentile_interval, roc_auc
+from .hierarchy import clip_root, entailment_score, generality, traverse
 from .hycoclip import crop_object
 from .evaluate import HEADLINE, compare, differences, evaluate_run, lookup
 from .study import recipe, run_pool

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .encoders import TowerConfig
-from .zeroshot import load_model, model_kind
+from .embed import load_model, model_kind
 from .models import MERU, CLIPBaseline, build_model, build_on_open_clip
 
 # %% ../nbs/11c_finetune.ipynb #9663ba4a

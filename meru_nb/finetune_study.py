@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from .zeroshot import zero_shot_builtin
-from .hierarchy import embed_scenes, generality, spearman
+from .stats import spearman
+from .hierarchy import embed_scenes, generality
 from .evaluate import compare, differences, evaluate_run
 from .study import VALIDATION_SEED, recipe, run_pool
 from .sysinfo import environment

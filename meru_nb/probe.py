@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from .data import HierarchicalScenes
-from .zeroshot import model_device, EvalMode, progress_bar, builtin_classes, image_batches, model_sizes
+from .embed import model_device, EvalMode, progress_bar, image_batches, model_sizes
+from .zeroshot import builtin_classes
 from .pipelines import eval_transform
 
 # %% ../nbs/10_probe.ipynb #832bd7c2

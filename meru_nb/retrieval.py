@@ -20,7 +20,8 @@ from torchvision.transforms import v2
 
 from .data import HierarchicalScenes
 from .scenes import describes
-from .zeroshot import (ImageFiles, add_model_arguments, embed_images, embed_texts, load_model, model_kind, model_sizes, scores)
+from .embed import ImageFiles, add_model_arguments, embed_images, embed_texts, load_model, model_kind, model_sizes
+from .zeroshot import scores
 from .models import build_model
 from .pipelines import to_float_tensor
 

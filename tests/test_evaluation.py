@@ -11,9 +11,9 @@ from PIL import Image
 from torch import nn
 
 from meru_nb.encoders import tokenize
-from meru_nb.zeroshot import (class_embeddings, classification_metrics, embed_main, embed_texts, folder_classnames,
-                                load_model, origin_distance, zero_shot, zero_shot_builtin, zero_shot_folder,
-                                zeroshot_main, read_texts)
+from meru_nb.embed import embed_main, embed_texts, load_model, origin_distance, read_texts
+from meru_nb.zeroshot import (class_embeddings, classification_metrics, folder_classnames, zero_shot, zero_shot_builtin,
+                              zero_shot_folder, zeroshot_main)
 from meru_nb.expmap import exp_map0, log_map0
 from meru_nb.models import build_model, save
 from meru_nb.probe import linear_probe

@@ -13,11 +13,12 @@ from meru_nb.scenes import SHAPES, Caption, Part, Scene, Taxonomy
 from meru_nb.encoders import tokenize
 from meru_nb.entailment import exterior_angle, half_aperture
 from meru_nb.expmap import exp_map0, log_map0
+from meru_nb.embed import is_hyperbolic
 from meru_nb.hierarchy import (ROOT_TEXT, caption_pair_metrics, clip_root, clip_traversal, entailment_score, generality,
-                               hierarchy_report, is_hyperbolic, load_pool, meru_traversal, roc_auc, spearman,
-                               traversal_metrics, traverse, tree_metrics)
+                               hierarchy_report, load_pool, meru_traversal, traversal_metrics, traverse, tree_metrics)
 from meru_nb.lorentz import dist0, pairwise_dist
 from meru_nb.models import build_model
+from meru_nb.stats import roc_auc, spearman
 
 
 # --- Spearman -------------------------------------------------------------------------------------------------
