@@ -26,7 +26,7 @@ from .zeroshot import scores
 from .stats import bootstrap_draws, percentile_interval, roc_auc
 from .hierarchy import clip_root, entailment_score, generality, traverse
 from .hycoclip import crop_object
-from .evaluate import HEADLINE, compare, differences, evaluate_run, lookup
+from .evaluate import HEADLINE, compare, differences, evaluate_run
 from .study import recipe, run_pool
 from .sysinfo import environment
 from .train import train

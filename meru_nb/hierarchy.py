@@ -352,7 +352,6 @@ def plot_poincare(model, s: dict, ax=None):
 def hierarchy_figures(model, n: int = 200, image_size: int = None, seed: int = 1, index: int = 0,
                       pool_attributes=("shape", "colour"), out_dir=None, name: str = None) -> dict:
     "The histogram, traversal and Poincaré figures of `model`: {'levels', 'traversal', 'poincare'} -> Figure."
-    import matplotlib.pyplot as plt
     name = name or ("meru" if is_hyperbolic(model) else "clip")
     s = embed_scenes(model, n, image_size, seed)
     pool = text_pool(1, pool_attributes)

@@ -9,7 +9,6 @@ __all__ = ['CROP_MARGIN', 'APERTURE_ACROSS', 'APERTURE_WITHIN', 'object_box', 's
 
 # %% ../nbs/11a_hycoclip.ipynb #a0c33629
 import itertools
-import math
 from dataclasses import dataclass
 
 import numpy as np

@@ -74,7 +74,7 @@ class SkipLog:
         n = self.total
         if self.quiet or n > self.max_warnings: return
         msg = f"skipped ({reason}): {what}"
-        if n == self.max_warnings: msg += f"; further skips are counted without a warning (see `.counts`)"
+        if n == self.max_warnings: msg += "; further skips are counted without a warning (see `.counts`)"
         warnings.warn(msg, SkippedSampleWarning, stacklevel=2)
 
     @property

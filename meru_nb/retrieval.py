@@ -10,7 +10,6 @@ __all__ = ['relevance', 'recall_at_k', 'chance_recall', 'retrieval', 'RetrievalS
 import argparse
 import csv
 import json
-import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,7 +19,7 @@ from torchvision.transforms import v2
 
 from .data import HierarchicalScenes
 from .scenes import describes
-from .embed import ImageFiles, add_model_arguments, embed_images, embed_texts, load_model, model_kind, model_sizes
+from .embed import ImageFiles, add_model_arguments, embed_images, embed_texts, load_model, model_sizes
 from .zeroshot import scores
 from .models import build_model
 from .pipelines import to_float_tensor
