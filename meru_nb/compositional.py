@@ -23,7 +23,7 @@ from .data import HierarchicalScenes, text_pool
 from .scenes import SHAPES, Caption, Part, caption_text, generalises, noun_phrase, satisfies
 from .embed import embed_images, embed_texts, is_hyperbolic, load_model, model_sizes
 from .zeroshot import scores
-from .stats import bootstrap_draws, percentile_interval, roc_auc
+from .stats import bootstrap_ci, bootstrap_draws, percentile_interval, roc_auc
 from .hierarchy import clip_root, entailment_score, generality, traverse
 from .hycoclip import crop_object
 from .evaluate import HEADLINE, compare, differences, evaluate_run
@@ -37,7 +37,7 @@ SHAPE_PAIRS = sorted(tuple(sorted(p)) for p in itertools.combinations_with_repla
 def _mean_ci(values, n_boot: int = 200, seed: int = 0) -> dict:
     "The mean of per-item `values` with a percentile interval from resampling the items."
     v = np.asarray(values, float)
-    return {"mean": float(v.mean()), "ci": percentile_interval(bootstrap_draws(lambda i: v[i].mean(), len(v), n_boot, seed))}
+    return {"mean": float(v.mean()), "ci": bootstrap_ci(v, n_boot=n_boot, seed=seed)}
 
 def two_object_zero_shot(model, n: int = 300, seed: int = 1007) -> dict:
     "Zero-shot naming of both shapes in `n` held-out two-object scenes among the 21 unordered pairs of shapes."
