@@ -114,7 +114,7 @@ def compositional_run(kind: str, steps: int, seed: int, out_dir) -> dict:
     tic = time.perf_counter()
     model = train(cfg)
     seconds = time.perf_counter() - tic
-    results = evaluate_run(out_dir, seed=TEST_SEED, figures=False, progress=False)
+    evaluate_run(out_dir, seed=TEST_SEED, figures=False, progress=False)   # writes out_dir/results.json
     model.eval()
     with torch.inference_mode():
         record = {"kind": kind, "steps": steps, "seed": seed, "train_seconds": seconds,

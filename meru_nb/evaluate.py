@@ -8,7 +8,6 @@ __all__ = ['HEADLINE', 'evaluate_run', 'lookup', 'compare', 'signed', 'differenc
 # %% ../nbs/14_evaluate.ipynb #b575257f
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 

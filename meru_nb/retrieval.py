@@ -21,7 +21,6 @@ from .data import HierarchicalScenes
 from .scenes import describes
 from .embed import ImageFiles, add_model_arguments, embed_images, embed_texts, load_model, model_sizes
 from .zeroshot import scores
-from .models import build_model
 from .pipelines import to_float_tensor
 
 # %% ../nbs/09_retrieval.ipynb #31d0f676
