@@ -52,8 +52,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
 # %% ../nbs/07a_optim.ipynb #468b24e4
 def total_norm(grads: list) -> torch.Tensor:
     "The 2-norm of all `grads` as one vector, left on the device (no synchronisation)."
-    if hasattr(torch.nn.utils, "gettotal_norm"):                  # torch >= 2.6: clip_grad_norm_'s own first half
-        return torch.nn.utils.gettotal_norm(grads)
+    if hasattr(torch.nn.utils, "get_total_norm"):                  # torch >= 2.6: clip_grad_norm_'s own first half
+        return torch.nn.utils.get_total_norm(grads)
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])) if grads else torch.zeros(())
 
 def clip_to(params: list, max_norm: float, norm: torch.Tensor):
