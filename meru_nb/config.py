@@ -64,6 +64,11 @@ class TrainConfig:
     train_blocks: int = -1               # with init_from: -1 trains all, 0 only projections and scalars, k the last k blocks
     curv_init: float = 1.0               # MERU and HyCoCLIP: initial curvature c
     entail_weight: float = 0.2           # MERU and HyCoCLIP: weight of the entailment loss (paper 0.2)
+    entail_start: int = 0                # MERU and HyCoCLIP: steps trained with λ = 0 first (0: none, the paper; chapter 07e)
+    entail_warmup: int = 0               # MERU and HyCoCLIP: steps over which λ then rises linearly to entail_weight (0: at once, the paper)
+    entail_gate: float = 0.0             # MERU and HyCoCLIP: λ times min(1, (log B - contrastive loss) / gate); 0: off (the paper)
+    text_floor: float = 0.0              # MERU and HyCoCLIP: weight of a penalty on texts with sqrt(c)||y|| < 2K; 0: off (the paper)
+    hard_negatives: bool = False         # MERU and CLIP, built-in scenes: each caption's attributes swapped between objects, as an extra negative
     data: str = "builtin"                # 'builtin' scenes, webdataset shards (glob, {a..b} or '::'-separated), or a .csv/.tsv
     redcaps_prob: float = 0.0            # shards only: chance of prefixing the subreddit, RedCaps style (paper 0.5)
     image_size: int = 32                 # pixels (paper 224)
@@ -112,8 +117,14 @@ class TrainConfig:
                   ("overwrite", not (self.overwrite and self.resume), "False when resume=True (resume keeps the run, overwrite replaces it)"),
                   ("redcaps_prob", 0 <= self.redcaps_prob <= 1, "in [0, 1]"), ("data", bool(str(self.data).strip()), "not empty"),
                   ("init_from", not self.init_from or self.model == "meru", "empty unless model='meru' (MERU starts from a CLIP)"),
+                  *[(name, getattr(self, name) >= 0, ">= 0 (0: off, the paper)")
+                    for name in ("entail_start", "entail_warmup", "entail_gate", "text_floor")],
+                  *[(name, not getattr(self, name) or self.model != "clip", "0 for model='clip' (it has no entailment loss)")
+                    for name in ("entail_start", "entail_warmup", "entail_gate", "text_floor")],
                   ("train_blocks", self.train_blocks >= -1 and (self.train_blocks == -1 or bool(self.init_from)),
                    "-1, or a whole number >= 0 with init_from"),
+                  ("hard_negatives", not self.hard_negatives or (self.data == "builtin" and self.model in ("meru", "clip")),
+                   "False unless data='builtin' and model is 'meru' or 'clip' (negatives are made from the scenes)"),
                   ("data", self.model != "hycoclip" or self.data == "builtin",
                    "'builtin' for model='hycoclip' (only the built-in scenes have boxes)")]
         for name, ok, expected in checks:

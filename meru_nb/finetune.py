@@ -34,11 +34,12 @@ def calibrate_alphas(meru: MERU, images: Tensor, tokens: Tensor) -> MERU:
     return meru
 
 def meru_from_clip(clip: CLIPBaseline, images: Tensor, tokens: Tensor, curv_init: float = 1.0,
-                   entail_weight: float = 0.2) -> MERU:
-    "MERU on a CLIP's towers and projections (copied), curvature and logit scale at MERU's start, alphas from `images`/`tokens`."
+                   entail_weight: float = 0.2, **options) -> MERU:
+    "MERU on a CLIP's towers and projections (copied), curvature and logit scale at MERU's start, alphas from `images`/`tokens`; `options`: MERU's others (entail_gate, text_floor)."
     if model_kind(clip) != "clip" or not hasattr(clip, "config"):
         raise ValueError(f"`clip` must be a CLIP baseline made by build_model or load, got a {type(clip).__name__}")
-    meru = build_model("meru", TowerConfig(**clip.config["towers"]), curv_init=curv_init, entail_weight=entail_weight)
+    meru = build_model("meru", TowerConfig(**clip.config["towers"]), curv_init=curv_init, entail_weight=entail_weight,
+                       **options)
     state = {k: v for k, v in clip.state_dict().items() if k != "logit_scale"}
     missing, unexpected = meru.load_state_dict(state, strict=False)
     if unexpected or set(missing) != {"logit_scale", "log_curv", "log_visual_alpha", "log_textual_alpha"}:
@@ -47,9 +48,9 @@ def meru_from_clip(clip: CLIPBaseline, images: Tensor, tokens: Tensor, curv_init
 
 # %% ../nbs/11c_finetune.ipynb #d3acddee
 def meru_from_open_clip(name: str, weights, images: Tensor, tokens: Tensor, curv_init: float = 1.0,
-                        entail_weight: float = 0.2) -> MERU:
+                        entail_weight: float = 0.2, **options) -> MERU:
     "MERU on the towers of open_clip model `name` with the local `weights`, alphas from `images`/`tokens` (224 px for most)."
-    meru = build_on_open_clip("meru", name, weights, curv_init=curv_init, entail_weight=entail_weight)
+    meru = build_on_open_clip("meru", name, weights, curv_init=curv_init, entail_weight=entail_weight, **options)
     return calibrate_alphas(meru, images, tokens)
 
 # %% ../nbs/11c_finetune.ipynb #894d515b
@@ -90,7 +91,8 @@ def start_from_clip(path, cfg, calibration) -> MERU:
         name, _, weights = path.removeprefix(OPEN_CLIP_PREFIX).partition(":")
         if not name or not weights:
             raise ValueError(f"`init_from` {path!r}: expected open_clip:NAME:WEIGHTS, a model name and a local weights file")
-        meru = build_on_open_clip("meru", name, weights, curv_init=cfg.curv_init, entail_weight=cfg.entail_weight)
+        meru = build_on_open_clip("meru", name, weights, curv_init=cfg.curv_init, entail_weight=cfg.entail_weight,
+                                  entail_gate=cfg.entail_gate, text_floor=cfg.text_floor)
         size = meru.config["towers"]
         if size["image_size"] != cfg.image_size:
             raise ValueError(f"`image_size`={cfg.image_size} differs from open_clip model {name!r}'s {size['image_size']}: set image_size to it")
@@ -103,6 +105,7 @@ def start_from_clip(path, cfg, calibration) -> MERU:
             raise ValueError(f"`image_size`={cfg.image_size} differs from the CLIP's {clip.config['towers']['image_size']} "
                              f"(in {path!r}): set image_size to it")
         images, tokens = calibration(clip.config["towers"]["context_length"])
-        meru = meru_from_clip(clip, images, tokens, cfg.curv_init, cfg.entail_weight)
+        meru = meru_from_clip(clip, images, tokens, cfg.curv_init, cfg.entail_weight, entail_gate=cfg.entail_gate,
+                              text_floor=cfg.text_floor)
     set_trainable(meru, cfg.train_blocks)
     return meru

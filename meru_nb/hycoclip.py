@@ -24,7 +24,8 @@ from .render import render
 from .scenes import LEVEL_PROBS, Caption, Part, Scene, SceneObject, noun_phrase, satisfies
 from .encoders import tokenize
 from .entailment import exterior_angle, half_aperture
-from .models import MERU, MODEL_KINDS, local_targets, paired_logits, gather_features, symmetric_cross_entropy
+from .models import (MERU, MODEL_KINDS, local_targets, paired_logits, gather_features, symmetric_cross_entropy,
+                            world_size)
 from .lorentz import pairwise_dist
 
 # %% ../nbs/11a_hycoclip.ipynb #5f115d5f
@@ -169,8 +170,13 @@ class HyCoCLIP(MERU):
         x_img, x_box, y_txt, y_box = x[:n], x[n:], y[:n], y[n:]
         c, s = self.curvature(), self.logit_scale.float().exp()
         terms = hycoclip_losses(x_img, y_txt, x_box, y_box, has_box.bool(), c, s)
-        loss = terms["contrastive_loss"] + self.entail_weight * terms["entailment_loss"]
-        return {"loss": loss, **{k: v.detach() for k, v in terms.items()}, "logit_scale": s.detach(), "curv": c.detach(),
+        lam = self.entail_lambda(terms["contrastive_loss"], n * world_size())   # λ, or what a remedy leaves of it (05)
+        loss = terms["contrastive_loss"] + lam * terms["entailment_loss"]
+        if self.text_floor > 0:
+            terms["floor_loss"] = self.floor_loss(y_txt)
+            loss = loss + self.text_floor * terms["floor_loss"]
+        return {"loss": loss, **{k: v.detach() for k, v in terms.items()}, "entail_lambda": lam.detach(),
+                "logit_scale": s.detach(), "curv": c.detach(),
                 "visual_alpha": self.log_visual_alpha.detach().exp(), "textual_alpha": self.log_textual_alpha.detach().exp()}
 
 MODEL_KINDS["hycoclip"] = HyCoCLIP

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MODEL_KINDS', 'LATER_KINDS', 'MODEL_FORMAT', 'SCALAR_NAMES',
-           'REFERENCE_SCALAR_NAMES', 'PixelTower', 'BagOfTokensTower', 'gather_features', 'local_targets',
-           'paired_logits', 'symmetric_cross_entropy', 'CLIPBaseline', 'MERU', 'model_class', 'build_model',
-           'build_on_open_clip', 'save', 'load', 'from_reference', 'to_reference', 'import_reference',
+           'REFERENCE_SCALAR_NAMES', 'PixelTower', 'BagOfTokensTower', 'world_size', 'gather_features', 'local_targets',
+           'paired_logits', 'symmetric_cross_entropy', 'contrastive_loss', 'CLIPBaseline', 'MERU', 'model_class',
+           'build_model', 'build_on_open_clip', 'save', 'load', 'from_reference', 'to_reference', 'import_reference',
            'export_reference']
 
 # %% ../nbs/05_models.ipynb #e8708dc3
@@ -54,6 +54,10 @@ def _distributed() -> bool:
     "True inside a process group of more than one process."
     return tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1
 
+def world_size() -> int:
+    "Processes whose features are gathered: 1 when not distributed."
+    return tdist.get_world_size() if _distributed() else 1
+
 class _GatherWithGrad(torch.autograd.Function):
     "All-gather along the batch; backward sums every process's gradient for this process's slot."
     @staticmethod
@@ -97,6 +101,13 @@ def symmetric_cross_entropy(logits_img: Tensor, logits_txt: Tensor, targets: Ten
     "0.5 * (CE(image -> text logits, targets) + CE(text -> image logits, targets)), in float32."
     return 0.5 * (F.cross_entropy(logits_img.float(), targets) + F.cross_entropy(logits_txt.float(), targets))
 
+def contrastive_loss(score, x_img: Tensor, y_txt: Tensor, y_neg: Tensor = None) -> Tensor:
+    "The symmetric cross-entropy of the pairs' logits `score(a, b)`; each image also against the extra texts `y_neg` (hard negatives)."
+    logits_img, logits_txt = paired_logits(score, x_img, y_txt)
+    if y_neg is not None and len(y_neg):
+        logits_img = torch.cat([logits_img, score(x_img, y_neg)], dim=1)
+    return symmetric_cross_entropy(logits_img, logits_txt, local_targets(len(x_img), x_img.device))
+
 # %% ../nbs/05_models.ipynb #fff6e0a7
 class CLIPBaseline(nn.Module):
     "CLIP on top of two towers: projections, a learnable temperature, the symmetric contrastive loss."
@@ -125,25 +136,36 @@ class CLIPBaseline(nn.Module):
         "Keep the learnable scalars in range; call after every optimizer step."
         self.logit_scale.clamp_(max=math.log(100))
 
-    def forward(self, images: Tensor, tokens: Tensor) -> dict:
-        "Loss and logged scalars for a batch of paired images and tokens."
-        x_img, y_txt = self.encode_image(images), self.encode_text(tokens)
+    def encode_texts_and_negatives(self, tokens: Tensor, neg_tokens: Tensor = None, has_neg: Tensor = None) -> tuple:
+        "Embeddings of the captions and of the hard negatives that exist (`has_neg`; None without any), in one pass of the tower."
+        if neg_tokens is None:
+            return self.encode_text(tokens), None
+        y = self.encode_text(torch.cat([tokens, neg_tokens[has_neg.bool()]]))
+        return y[:len(tokens)], y[len(tokens):]
+
+    def forward(self, images: Tensor, tokens: Tensor, neg_tokens: Tensor = None, has_neg: Tensor = None) -> dict:
+        "Loss and logged scalars for a batch of paired images and tokens (and, optionally, hard negatives)."
+        x_img, (y_txt, y_neg) = self.encode_image(images), self.encode_texts_and_negatives(tokens, neg_tokens, has_neg)
         s = self.logit_scale.exp()
-        targets = local_targets(len(x_img), x_img.device)
-        loss = symmetric_cross_entropy(*paired_logits(lambda a, b: s * a @ b.T, x_img, y_txt), targets)
+        loss = contrastive_loss(lambda a, b: s * a @ b.T, x_img, y_txt, y_neg)
         return {"loss": loss, "contrastive_loss": loss.detach(), "logit_scale": s.detach()}
 
 # %% ../nbs/05_models.ipynb #a41851de
 class MERU(CLIPBaseline):
     "MERU: CLIP's skeleton with the hyperboloid, learnable curvature and alphas, and the entailment loss."
     def __init__(self, visual: nn.Module, textual: nn.Module, embed_dim: int = 512, curv_init: float = 1.0,
-                 entail_weight: float = 0.2, pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD):
+                 entail_weight: float = 0.2, pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD,
+                 entail_gate: float = 0.0, text_floor: float = 0.0):
         super().__init__(visual, textual, embed_dim, pixel_mean, pixel_std)
-        if not curv_init > 0:
-            raise ValueError(f"`curv_init` must be positive, got {curv_init}")
-        if not entail_weight >= 0:
-            raise ValueError(f"`entail_weight` must be >= 0, got {entail_weight}")
+        for name, value, ok, expected in (("curv_init", curv_init, curv_init > 0, "positive"),
+                                          ("entail_weight", entail_weight, entail_weight >= 0, ">= 0"),
+                                          ("entail_gate", entail_gate, entail_gate >= 0, ">= 0 (0: off)"),
+                                          ("text_floor", text_floor, text_floor >= 0, ">= 0 (0: off)")):
+            if not (ok and math.isfinite(value)):
+                raise ValueError(f"`{name}` must be finite and {expected}, got {value}")
         self.curv_init, self.entail_weight = float(curv_init), float(entail_weight)
+        self.entail_gate, self.text_floor = float(entail_gate), float(text_floor)   # remedies, off: see below
+        self.register_buffer("entail_factor", torch.ones(()), persistent=False)   # λ's warm-up, set by the loop
         self.log_curv = nn.Parameter(torch.tensor(math.log(curv_init)))   # log c: the curvature is e^log_curv
         self.log_visual_alpha = nn.Parameter(torch.tensor(math.log(embed_dim**-0.5)))
         self.log_textual_alpha = nn.Parameter(torch.tensor(math.log(embed_dim**-0.5)))
@@ -174,26 +196,42 @@ class MERU(CLIPBaseline):
         self.log_textual_alpha.clamp_(max=0.0)
         self.log_curv.clamp_(math.log(self.curv_init / 10), math.log(self.curv_init * 10))
 
-    def loss_terms(self, x_img: Tensor, y_txt: Tensor) -> tuple:
-        "The contrastive and the entailment loss of lifted image and text embeddings, each with its graph."
+    def loss_terms(self, x_img: Tensor, y_txt: Tensor, y_neg: Tensor = None) -> tuple:
+        "The contrastive (with the hard negatives `y_neg`, if any) and the entailment loss of lifted embeddings, each with its graph."
         c, s = self.curvature(), self.logit_scale.float().exp()
-        targets = local_targets(len(x_img), x_img.device)
-        logits = paired_logits(lambda a, b: -s * pairwise_dist(a, b, c), x_img, y_txt)
-        contrastive = symmetric_cross_entropy(*logits, targets)
+        contrastive = contrastive_loss(lambda a, b: -s * pairwise_dist(a, b, c), x_img, y_txt, y_neg)
         return contrastive, entailment_loss(y_txt, x_img, c)        # text entails its image, local pairs
 
-    def forward(self, images: Tensor, tokens: Tensor) -> dict:
-        "Loss and logged scalars for a batch of paired images and tokens."
-        x_img, y_txt = self.encode_image(images), self.encode_text(tokens)
-        contrastive, entail = self.loss_terms(x_img, y_txt)
+    def entail_lambda(self, contrastive: Tensor, n_texts: int) -> Tensor:
+        "λ in force (no gradient): entail_weight × entail_factor, times the contrastive gate when `entail_gate` > 0 (below)."
+        lam = self.entail_weight * self.entail_factor.float()
+        if self.entail_gate > 0:
+            lam = lam * ((math.log(n_texts) - contrastive.detach()) / self.entail_gate).clamp(0, 1)
+        return lam
+
+    def floor_loss(self, y_txt: Tensor, min_radius: float = 0.1) -> Tensor:
+        "Mean of max(0, 2K - sqrt(c) ||y||) over texts: how deep they sit in the region where cones are half-spaces."
+        return torch.relu(2 * min_radius - self.curvature().sqrt() * y_txt.float().norm(dim=-1)).mean()
+
+    def forward(self, images: Tensor, tokens: Tensor, neg_tokens: Tensor = None, has_neg: Tensor = None) -> dict:
+        "Loss and logged scalars for a batch of paired images and tokens (and, optionally, hard negatives)."
+        x_img, (y_txt, y_neg) = self.encode_image(images), self.encode_texts_and_negatives(tokens, neg_tokens, has_neg)
+        contrastive, entail = self.loss_terms(x_img, y_txt, y_neg)
         c, s = self.curvature(), self.logit_scale.float().exp()
-        return {"loss": contrastive + self.entail_weight * entail, "contrastive_loss": contrastive.detach(),
-                "entailment_loss": entail.detach(), "logit_scale": s.detach(), "curv": c.detach(),
+        lam = self.entail_lambda(contrastive, len(y_txt) * world_size())
+        loss = contrastive + lam * entail
+        extra = {}
+        if self.text_floor > 0:
+            extra["floor_loss"] = self.floor_loss(y_txt)
+            loss = loss + self.text_floor * extra["floor_loss"]
+        return {"loss": loss, "contrastive_loss": contrastive.detach(), "entailment_loss": entail.detach(),
+                "entail_lambda": lam.detach(), **{k: v.detach() for k, v in extra.items()},
+                "logit_scale": s.detach(), "curv": c.detach(),
                 "visual_alpha": self.log_visual_alpha.detach().exp(), "textual_alpha": self.log_textual_alpha.detach().exp()}
 
 # %% ../nbs/05_models.ipynb #cf41ef84
 MODEL_KINDS = {"meru": MERU, "clip": CLIPBaseline}
-_MERU_OPTIONS = ("curv_init", "entail_weight")
+_MERU_OPTIONS = ("curv_init", "entail_weight", "entail_gate", "text_floor")
 
 LATER_KINDS = {"hycoclip": "meru_nb.hycoclip"}   # kinds later chapters add to MODEL_KINDS, and the module that does
 

@@ -26,7 +26,7 @@ from .config import TrainConfig, config_from_args
 from .distributed import autocast, check_data, init_distributed, make_loader, resolve_precision, wrap_model
 from .finetune import start_from_clip             # MERU from a CLIP (chapter 11c)
 from .models import MERU, MODEL_KINDS, build_model, save
-from .optim import build_optimizer, build_scheduler, clip_to, total_norm
+from .optim import build_optimizer, build_scheduler, clip_to, entail_factor, total_norm
 from .pipelines import SKIP_REASONS, SkipLog, SkippedSampleWarning
 from .sysinfo import cpu_model
 
@@ -34,6 +34,8 @@ from .sysinfo import cpu_model
 def _train_step(net, model, batches, optimizer, scheduler, scaler, cfg, precision, device, step, skipped=None) -> tuple:
     "One optimizer step over the micro-batches `batches`: (the mean of the logged scalars, `skipped` summed over ranks)."
     ddp = getattr(net, "_orig_mod", net)
+    if isinstance(model, MERU):                         # λ's schedule (07a): 1 throughout in the paper's recipe
+        model.entail_factor.fill_(entail_factor(step, cfg.entail_start, cfg.entail_warmup))
     total, keys = None, None
     for i, batch in enumerate(batches):                 # (images, tokens), and for HyCoCLIP its boxes
         batch = [t.to(device, non_blocking=True) for t in batch]
@@ -91,7 +93,8 @@ def initial_model(cfg: TrainConfig, device="cpu") -> nn.Module:
                                                   ctx, 0, 1)))[:2]
         return start_from_clip(cfg.init_from, cfg, first).to(device)
     hyperbolic = issubclass(MODEL_KINDS[cfg.model], MERU)                    # MERU and HyCoCLIP
-    options = dict(curv_init=cfg.curv_init, entail_weight=cfg.entail_weight) if hyperbolic else {}
+    options = dict(curv_init=cfg.curv_init, entail_weight=cfg.entail_weight, entail_gate=cfg.entail_gate,
+                   text_floor=cfg.text_floor) if hyperbolic else {}
     if cfg.patch_size:
         options["patch_size"] = cfg.patch_size
     return build_model(cfg.model, cfg.size, image_size=cfg.image_size, **options).to(device)
