@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from .render import render
 from .scenes import (COLOURS, LEVEL_PROBS, MAX_PARTS, POSITIONS, ROOT, SHAPES, SIZES, Caption, Part, Scene,
-                            SceneObject, caption_text, level, random_caption, random_scene)
+                            SceneObject, caption_text, level, random_caption, random_scene, swap_between)
 from .sysinfo import hardware, software
 
 # %% ../nbs/06b_data.ipynb #087f5f0a
@@ -40,7 +40,7 @@ class Sample:
 class HierarchicalScenes(Dataset):
     "Procedural scenes of coloured shapes with captions at random levels; item `i` is a pure function of (seed, i)."
     def __init__(self, n: int = 10_000, size: int = 32, seed: int = 0, max_objects: int = 2,
-                 level_probs=LEVEL_PROBS, as_tensor: bool = True):
+                 level_probs=LEVEL_PROBS, as_tensor: bool = True, negatives: bool = False):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"`n` must be a non-negative integer, got {n!r}")
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
@@ -51,7 +51,7 @@ class HierarchicalScenes(Dataset):
         random_caption(Scene([SceneObject("circle", "red", "small", "left")]),
                        np.random.default_rng(0), level_probs)                # validates level_probs
         self.n, self.size, self.seed, self.max_objects = int(n), int(size), int(seed), max_objects
-        self.level_probs, self.as_tensor = tuple(level_probs), as_tensor
+        self.level_probs, self.as_tensor, self.negatives = tuple(level_probs), as_tensor, bool(negatives)
 
     def __len__(self): return self.n
 
@@ -66,6 +66,13 @@ class HierarchicalScenes(Dataset):
         caption = random_caption(scene, rng, self.level_probs)
         return scene, caption, caption_text(caption, rng)
 
+    def negative(self, i: int) -> str:
+        "Item `i`'s caption with attributes swapped between its scene's objects (chapter 06's `swap_between`), or ''."
+        scene, caption, _ = self.annotation(i)
+        rng = np.random.default_rng([self.seed, self._index(i), 1])       # its own stream: the items stay as they were
+        swapped = swap_between(caption, scene, rng)
+        return "" if swapped is None else caption_text(swapped, rng)
+
     def sample(self, i: int) -> Sample:
         "Item `i` with its ground truth: PIL image, text, scene, caption and level."
         scene, caption, text = self.annotation(i)
@@ -74,10 +81,13 @@ class HierarchicalScenes(Dataset):
     def __getitem__(self, i):
         scene, caption, text = self.annotation(i)
         img = render(scene, self.size)
-        if not self.as_tensor: return img, text
-        return torch.from_numpy(np.asarray(img).transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 255)), text
+        item = (img if not self.as_tensor
+                else torch.from_numpy(np.asarray(img).transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 255)), text)
+        return item + (self.negative(i),) if self.negatives else item
 
-    def __repr__(self): return f"HierarchicalScenes(n={self.n}, size={self.size}, seed={self.seed}, max_objects={self.max_objects})"
+    def __repr__(self):
+        return (f"HierarchicalScenes(n={self.n}, size={self.size}, seed={self.seed}, max_objects={self.max_objects}"
+                f"{', negatives=True' if self.negatives else ''})")
 
 # %% ../nbs/06b_data.ipynb #07c167a5
 def legibility(attribute: str = "shape", image_size: int = 64, steps: int = 250, batch_size: int = 64,

@@ -105,11 +105,13 @@ class StepSampler(torch.utils.data.Sampler):
             yield [int(perms[e][p % self.n]) for e, p in zip(epochs.tolist(), positions.tolist())]
 
 class Collate:
-    "Stack images and tokenize captions: a list of (image, text) -> (images (B, 3, H, W), tokens (B, L))."
+    "Stack images and tokenize captions: (image, text) items -> (images, tokens); (image, text, negative) -> (images, tokens, negatives, has_negative)."
     def __init__(self, context_length: int): self.context_length = context_length
     def __call__(self, batch):
-        images, texts = zip(*batch)
-        return torch.stack(images), tokenize(list(texts), self.context_length)
+        images, texts, *negatives = zip(*batch)
+        out = (torch.stack(images), tokenize(list(texts), self.context_length))
+        if not negatives: return out
+        return out + (tokenize(list(negatives[0]), self.context_length), torch.tensor([bool(n) for n in negatives[0]]))
 
 # %% ../nbs/07b_distributed.ipynb #1694c3a7
 def data_kind(data: str) -> str:
@@ -144,7 +146,8 @@ def make_loader(cfg: TrainConfig, context_length: int, start: int, stop: int, ra
     elif cfg.model == "hycoclip":                  # the same scenes and captions, each with one object's box
         data, collate = BoxedScenes(cfg.n_samples, cfg.image_size, cfg.seed), BoxCollate(context_length)
     else:
-        data, collate = HierarchicalScenes(cfg.n_samples, cfg.image_size, cfg.seed), Collate(context_length)
+        data = HierarchicalScenes(cfg.n_samples, cfg.image_size, cfg.seed, negatives=cfg.hard_negatives)
+        collate = Collate(context_length)
     sampler = StepSampler(len(data), cfg.batch_size, cfg.seed, start, stop, rank, world_size)
     loader = DataLoader(data, batch_sampler=sampler, collate_fn=CountSkips(collate, data), **common)
     loader.at_load = at_load

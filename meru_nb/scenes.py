@@ -6,12 +6,12 @@
 __all__ = ['SHAPES', 'COLOURS', 'SIZES', 'POSITIONS', 'MAX_PARTS', 'ROOT', 'CAPTION_FRAMES', 'LEVEL_PROBS', 'SHAPE_SHARE',
            'Taxonomy', 'plot_taxonomy', 'SceneObject', 'Scene', 'Part', 'Caption', 'satisfies', 'describes',
            'part_implies', 'generalises', 'level', 'with_article', 'noun_phrase', 'caption_text', 'random_scene',
-           'random_caption']
+           'random_caption', 'swap_between']
 
 # %% ../nbs/06_scenes.ipynb #cd912e3c
 import itertools
 import math
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, asdict, replace
 
 import numpy as np
 
@@ -338,3 +338,31 @@ def random_caption(scene: Scene, rng: np.random.Generator, level_probs=LEVEL_PRO
                     size=size, position=position)
         parts.append(Part(**part) if any(part.values()) else Part(size=o.size))
     return Caption(parts)
+
+# %% ../nbs/06_scenes.ipynb #434d8548
+_SWAPPABLE = ("shape", "colour", "size", "position")
+
+def _same_level(tree: Taxonomy, node: str, leaf: str) -> str:
+    "The ancestor of `leaf` at the depth of `node`."
+    return _node_at(tree, leaf, tree.depth(node))
+
+def swap_between(caption: Caption, scene: Scene, rng: np.random.Generator = None) -> Caption | None:
+    "A caption false of `scene` with the words of `caption`, its attributes exchanged between objects; None if there is none."
+    parts, candidates = list(caption.parts), []
+    if len(parts) == 2:
+        for attr in _SWAPPABLE:
+            a, b = getattr(parts[0], attr), getattr(parts[1], attr)
+            if a is not None and b is not None and a != b:
+                candidates.append([replace(parts[0], **{attr: b}), replace(parts[1], **{attr: a})])
+    elif len(parts) == 1 and len(scene.objects) > 1:
+        trees = {"shape": SHAPES, "colour": COLOURS}
+        for obj in scene.objects:
+            for attr in _SWAPPABLE:
+                mine, theirs = getattr(parts[0], attr), getattr(obj, attr)
+                if mine is None: continue
+                value = _same_level(trees[attr], mine, theirs) if attr in trees else theirs
+                if value != mine: candidates.append([replace(parts[0], **{attr: value})])
+    found = {Caption(c) for c in candidates}
+    found = sorted((c for c in found if not describes(c, scene)), key=lambda c: [p.key() for p in c.parts])
+    if not found: return None
+    return found[0] if rng is None else found[int(rng.integers(len(found)))]
