@@ -24,7 +24,8 @@ from .scenes import SHAPES, Caption, Part, caption_text, generalises, noun_phras
 from .embed import embed_images, embed_texts, is_hyperbolic, load_model, model_sizes
 from .zeroshot import scores
 from .stats import bootstrap_ci, bootstrap_draws, percentile_interval, roc_auc
-from .hierarchy import clip_root, entailment_score, generality, traverse
+from .binding import entailment_score
+from .hierarchy import clip_root, generality, traverse
 from .hycoclip import crop_object
 from .evaluate import HEADLINE, compare, differences, evaluate_run
 from .study import recipe, run_pool
