@@ -74,11 +74,11 @@ class TowerConfig:
 _TEXT_PAPER = dict(context_length=77, text_width=512, text_layers=12, text_heads=8)
 TOWER_SIZES = {
     "tiny": TowerConfig(32, 4, 128, 4, 4, context_length=32, text_width=128, text_layers=4, text_heads=4, embed_dim=128),
-    "cpu": TowerConfig(64, 16, 128, 2, 4, context_length=32, text_width=128, text_layers=0, text_heads=0, embed_dim=128,
-                       stem="conv", text_kind="bag"),
-    # the same with the paper's kind of text tower (2 layers): what the bag replaced, kept to measure against
-    "cpu_transformer": TowerConfig(64, 16, 128, 2, 4, context_length=32, text_width=128, text_layers=2, text_heads=4,
-                                   embed_dim=128, stem="conv"),
+    "cpu": TowerConfig(64, 16, 128, 2, 4, context_length=32, text_width=128, text_layers=2, text_heads=4, embed_dim=128,
+                       stem="conv"),
+    # the same with a bag of token embeddings for a text tower: blind to word order, kept as an ablation
+    "cpu_bag": TowerConfig(64, 16, 128, 2, 4, context_length=32, text_width=128, text_layers=0, text_heads=0,
+                           embed_dim=128, stem="conv", text_kind="bag"),
     "S": TowerConfig(224, 16, 384, 12, 12, **_TEXT_PAPER),   # MoCo-v3 ViT-S: 12 heads, not timm's 6
     "B": TowerConfig(224, 16, 768, 12, 12, **_TEXT_PAPER),
     "L": TowerConfig(224, 16, 1024, 24, 16, **_TEXT_PAPER),
