@@ -202,13 +202,13 @@ def test_tower_config_overrides_and_unknown():
 def test_text_kind_selects_the_tower_and_is_checked():
     "`text_kind` picks the bag or the transformer; a bad kind, or a transformer without layers, is a clear error."
     from meru_nb.encoders import BagTextTower, TextTower
-    assert isinstance(text_tower("cpu"), BagTextTower) and isinstance(text_tower("cpu_transformer"), TextTower)
-    assert tower_config("cpu").text_layers == 0 and tower_config("cpu_transformer").text_layers == 2
+    assert isinstance(text_tower("cpu"), TextTower) and isinstance(text_tower("cpu_bag"), BagTextTower)
+    assert tower_config("cpu").text_layers == 2 and tower_config("cpu_bag").text_layers == 0
     with pytest.raises(ValueError, match="`text_kind` must be 'transformer' or 'bag', got 'rnn'"):
         tower_config("cpu", text_kind="rnn")
     with pytest.raises(ValueError, match="needs text_layers >= 1 and text_heads >= 1, got 0 and 0"):
-        tower_config("cpu", text_kind="transformer")
-    bag = text_tower("cpu")
+        tower_config("cpu_bag", text_kind="transformer")
+    bag = text_tower("cpu_bag")
     with pytest.raises(ValueError):
         bag(torch.zeros(2, 8, dtype=torch.long))             # wrong context length, named by check_tokens
 
