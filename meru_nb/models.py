@@ -311,7 +311,7 @@ def save(model: CLIPBaseline, folder: str | os.PathLike) -> Path:
     return folder
 
 def load(folder: str | os.PathLike, device="cpu") -> CLIPBaseline:
-    "Rebuild the model saved in `folder` by `save`, on `device`."
+    "Rebuild the model saved in `folder` by `save`, on `device`, in evaluation mode (`.train()` to train it)."
     from safetensors.torch import load_file
     folder = Path(folder)
     for name in ("config.json", "model.safetensors"):
@@ -338,7 +338,7 @@ def load(folder: str | os.PathLike, device="cpu") -> CLIPBaseline:
     check_state_dict(skeleton, state, f"the {config['kind']} model of its config.json", folder)
     model = skeleton if "open_clip" in config else build_model(config["kind"], towers, **options)
     model.load_state_dict(state, strict=True)
-    return model.to(device)
+    return model.to(device).eval()          # batch norms use their statistics: an image's embedding is its own
 
 def _read_model_config(path: Path) -> dict:
     "The JSON object of a model's config.json, with its `kind` and `towers` checked, or a ValueError naming the file."
