@@ -8,8 +8,11 @@ __all__ = ['RENAMED', 'RenamedModules']
 
 # %% ../nbs/00_intro.ipynb #f04e77fa
 def __getattr__(name: str):
-    "`meru_nb.load`, `meru_nb.save` and `meru_nb.build_model` (every model kind), imported on first use (the towers need timm)."
-    if name in ("load", "save", "build_model"):
+    "`meru_nb.load` (a model folder, a run folder or a reference checkpoint, in evaluation mode), `meru_nb.save` and `meru_nb.build_model` (every model kind), imported on first use (the towers need timm)."
+    if name == "load":
+        from meru_nb.embed import load_model   # the loader of the command line: every kind, every kind of path
+        return load_model
+    if name in ("save", "build_model"):
         from meru_nb import hycoclip, models   # hycoclip registers its model kind: every kind loads
         return getattr(models, name)
     raise AttributeError(f"module 'meru_nb' has no attribute {name!r}")

@@ -14,6 +14,7 @@ import math
 import os
 import platform
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -95,29 +96,61 @@ def plot_log(records: list[dict] | dict, axes=None):
 
 # %% ../nbs/07c_checkpoint.ipynb #2bb5a771
 RUNTIME_FIELDS = ("resume", "overwrite", "stop_at", "num_workers", "progress", "ckpt_every", "keep_every", "tensorboard",
-                  "device", "compile", "grad_checkpointing")
+                  "device", "compile", "grad_checkpointing", "out_dir")
 
-def run_fields(cfg: TrainConfig) -> dict:
-    "The fields of `cfg` that define the run (all but `RUNTIME_FIELDS`)."
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUNTIME_FIELDS}
+def run_fields(cfg: TrainConfig | dict) -> dict:
+    "The fields of `cfg` that define the run: all but `RUNTIME_FIELDS` (where it runs and how, not what it computes)."
+    values = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
+    return {k: v for k, v in values.items() if k not in RUNTIME_FIELDS}
 
-RUN_FILES = ("checkpoint.pt", "log.jsonl", "model", "summary.json", "curves.png", "tb")   # what `train` writes
+RUN_FILES = ("config.json", "checkpoint.pt", "log.jsonl", "model", "summary.json", "curves.png", "tb")   # what `train` writes
+
+def _owned(out: Path) -> list:
+    "The names in `out` that a run wrote: RUN_FILES, kept checkpoints, and the TensorBoard files in tb/."
+    return sorted(p.name for p in out.iterdir() if p.name in RUN_FILES or re.fullmatch(r"checkpoint_\d+\.pt", p.name))
+
+def _foreign(out: Path) -> list:
+    "What in `out` a run did not write but would replace: a saved model's config.json, files in tb/ that are not TensorBoard's."
+    found = []
+    config = out / "config.json"
+    if config.is_file():
+        try: saved = json.loads(config.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError): saved = None
+        if not isinstance(saved, dict) or "out_dir" not in saved:      # not a TrainConfig: a model's, or a user's
+            found.append("config.json (not a training run's: a saved model's, or another file)")
+    tb = out / "tb"
+    if tb.is_dir():
+        found += [f"tb/{p.relative_to(tb)}" for p in sorted(tb.rglob("*"))
+                  if p.is_file() and not p.name.startswith("events.out.tfevents.")]
+    return found
+
+def _stored_config(out: Path):
+    "The config of the run in `out`: its config.json, or the one its checkpoint holds, or None."
+    if (out / "config.json").is_file():
+        return json.loads((out / "config.json").read_text())
+    if (out / "checkpoint.pt").is_file():
+        return load_checkpoint(out / "checkpoint.pt").get("config")
+    return None
 
 def check_out_dir(cfg: TrainConfig):
-    "Refuse to damage a run in `cfg.out_dir`: a file there, a run to replace without `overwrite`, or to resume with another config."
+    "Refuse to damage what is in `cfg.out_dir`: a file there, what a run did not write, a run to replace without `overwrite`, or to resume with another config."
     out = Path(cfg.out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"`out_dir` {cfg.out_dir!r} is a file, not a folder: name a folder for the run")
-    held = [name for name in ("checkpoint.pt", "log.jsonl", "model") if (out / name).exists()]
-    if cfg.overwrite or not held:
-        return                                       # asked to replace it, or nothing there to lose
+    if not out.is_dir():
+        return
+    if foreign := _foreign(out):
+        raise ValueError(f"{cfg.out_dir!r} holds files a training run did not write and would replace or delete "
+                         f"({', '.join(foreign[:3])}{' …' if len(foreign) > 3 else ''}): choose another `out_dir`")
+    held = _owned(out)
+    if not held or (held == ["config.json"] and not cfg.resume) or cfg.overwrite:
+        return                                       # nothing there to lose, or asked to replace it
     if not cfg.resume:
         raise ValueError(f"{cfg.out_dir!r} holds a run ({', '.join(held)}): pass overwrite=True (--overwrite true) "
                          "to replace it, or resume=True to continue it, or choose another `out_dir`")
-    path = out / "config.json"
-    if not path.is_file():
+    other = _stored_config(out)
+    if other is None:
         return                                       # a run that died before writing its config: resume starts afresh
-    other = json.loads(path.read_text())
     diff = {k: (other.get(k), v) for k, v in run_fields(cfg).items() if other.get(k) != v}
     if diff:
         raise ValueError(f"{cfg.out_dir!r} holds another run (different {diff}, as (theirs, yours)): "
@@ -125,12 +158,10 @@ def check_out_dir(cfg: TrainConfig):
 
 def clear_run(out_dir: Path):
     "Remove what an earlier run wrote in `out_dir` (RUN_FILES and kept checkpoints); other files stay."
-    for name in RUN_FILES:
+    for name in _owned(out_dir):
         path = out_dir / name
         if path.is_dir(): shutil.rmtree(path)
         else: path.unlink(missing_ok=True)
-    for kept in out_dir.glob("checkpoint_*.pt"):
-        kept.unlink()
 
 class RunLock:
     "`out_dir/.lock` holding this process's host and PID while it trains there; refuses a second live run, takes over a stale lock."

@@ -114,6 +114,7 @@ class TrainConfig:
                   ("keep_every", self.keep_every >= 0, ">= 0"),
                   ("stop_at", 0 <= self.stop_at <= self.steps, f"in [0, steps={self.steps}]"),
                   ("n_samples", self.n_samples > 0, "positive"),
+                  ("seed", 0 <= self.seed < 2**63, "a whole number in [0, 2**63)"),
                   ("overwrite", not (self.overwrite and self.resume), "False when resume=True (resume keeps the run, overwrite replaces it)"),
                   ("redcaps_prob", 0 <= self.redcaps_prob <= 1, "in [0, 1]"), ("data", bool(str(self.data).strip()), "not empty"),
                   ("init_from", not self.init_from or self.model == "meru", "empty unless model='meru' (MERU starts from a CLIP)"),

@@ -284,6 +284,17 @@ def build_on_open_clip(kind: str, name: str, weights=None, **options) -> CLIPBas
 # %% ../nbs/05_models.ipynb #95b4cf86
 MODEL_FORMAT = "meru_nb.models/2"   # 1: the scalars were saved as curv, visual_alpha, textual_alpha
 
+def _refuse_run_folder(folder: Path):
+    "A ValueError when `folder` holds a training run, whose config.json `save` would replace."
+    config = folder / "config.json"
+    try:
+        is_run = config.is_file() and "out_dir" in json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        is_run = False
+    if is_run or (folder / "checkpoint.pt").exists() or (folder / "log.jsonl").exists():
+        raise ValueError(f"{str(folder)!r} holds a training run, whose config.json saving a model there would replace: "
+                         f"save into another folder (a run keeps its weights in {str(folder / 'model')!r})")
+
 def save(model: CLIPBaseline, folder: str | os.PathLike) -> Path:
     "Write `model` to `folder` as model.safetensors and config.json; returns the folder."
     from safetensors.torch import save as to_bytes
@@ -291,6 +302,7 @@ def save(model: CLIPBaseline, folder: str | os.PathLike) -> Path:
     if config is None:
         raise ValueError("only models made by `build_model` can be saved: their config rebuilds the towers")
     folder = Path(folder)
+    _refuse_run_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "model.safetensors.tmp"               # written as bytes: the usual file mode, like config.json
     tmp.write_bytes(to_bytes({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}))
@@ -299,7 +311,7 @@ def save(model: CLIPBaseline, folder: str | os.PathLike) -> Path:
     return folder
 
 def load(folder: str | os.PathLike, device="cpu") -> CLIPBaseline:
-    "Rebuild the model saved in `folder` by `save`, on `device`."
+    "Rebuild the model saved in `folder` by `save`, on `device`, in evaluation mode (`.train()` to train it)."
     from safetensors.torch import load_file
     folder = Path(folder)
     for name in ("config.json", "model.safetensors"):
@@ -326,7 +338,7 @@ def load(folder: str | os.PathLike, device="cpu") -> CLIPBaseline:
     check_state_dict(skeleton, state, f"the {config['kind']} model of its config.json", folder)
     model = skeleton if "open_clip" in config else build_model(config["kind"], towers, **options)
     model.load_state_dict(state, strict=True)
-    return model.to(device)
+    return model.to(device).eval()          # batch norms use their statistics: an image's embedding is its own
 
 def _read_model_config(path: Path) -> dict:
     "The JSON object of a model's config.json, with its `kind` and `towers` checked, or a ValueError naming the file."

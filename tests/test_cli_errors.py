@@ -40,6 +40,15 @@ def cases(w: Path) -> dict:
     return {
         # training options and parameter files
         "rerun-into-a-finished-run": case(["train", "--out-dir", run, "--steps", "20"], "holds a run", watch=[run]),
+        "overwrite-with-a-bad-seed": case(["train", "--out-dir", run, "--overwrite", "true", "--seed", "-1"],
+                                          "`seed` must be a whole number in [0, 2**63)", watch=[run]),
+        "seed-too-large": case(["train", "--seed", str(2**70), "--out-dir", out], "`seed` must be a whole number in [0, 2**63)"),
+        "leftovers-of-a-run": case(["train", "--out-dir", str(w / "leftovers"), "--steps", "2", "--warmup-steps", "1"],
+                                   "holds a run (checkpoint_0000100.pt, curves.png, summary.json, tb)"),
+        "users-file-in-tb": case(["train", "--out-dir", str(w / "mixed"), "--overwrite", "true", "--steps", "2",
+                                  "--warmup-steps", "1"], "did not write and would replace or delete (tb/notes.txt)"),
+        "into-a-model-folder": case(["train", "--out-dir", model, "--overwrite", "true", "--steps", "2", "--warmup-steps", "1"],
+                                    "config.json (not a training run's"),
         "lr-inf": case(["train", "--lr", "inf", "--out-dir", run], "`lr` must be finite", watch=[run]),
         "lr-text": case(["train", "--lr", "fast", "--out-dir", out], "invalid float value: 'fast'"),
         "steps-fraction": case(["train", "--steps", "5.7", "--out-dir", out], "invalid int value: '5.7'"),
@@ -129,6 +138,13 @@ def workspace(tmp_path_factory):
         (w / "models" / name / "model.safetensors").write_bytes(blob)
         (w / "models" / name / "config.json").write_text(cfg_text if cfg_text is not None else json.dumps(config))
     (w / "random.pth").write_bytes(os.urandom(2048))
+    for folder in ("leftovers", "mixed"):                # what a run leaves; in `mixed`, a file of the user's in tb/ too
+        (w / folder / "tb").mkdir(parents=True)
+        for name, source in (("summary.json", "summary.json"), ("curves.png", "curves.png"),
+                             ("checkpoint_0000100.pt", "checkpoint.pt")):
+            shutil.copyfile(w / "run" / source, w / folder / name)
+        (w / folder / "tb" / "events.out.tfevents.1.host").write_bytes(b"\x00" * 16)
+    (w / "mixed" / "tb" / "notes.txt").write_text("my notes\n")
     (w / "file.txt").write_text("not a folder\n")
     for name, text in {"syntax.yaml": "lr: [1, 2\n", "text.yaml": "lr: abc\n", "fraction.yaml": "steps: 5.7\n",
                        "list.yaml": "- 1\n- 2\n", "unknown.yaml": "learning_rate: 1\n"}.items():

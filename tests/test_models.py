@@ -1,11 +1,12 @@
 """The models across processes and optimizer steps: gather, targets, gradients and clamps."""
+import json
 import math
 
 import pytest
 import torch
 import torch.distributed as tdist
 
-from meru_nb.models import MERU, BagOfTokensTower, CLIPBaseline, PixelTower
+from meru_nb.models import MERU, BagOfTokensTower, CLIPBaseline, PixelTower, build_model, save
 
 MODELS = {"clip": CLIPBaseline, "meru": MERU}
 WORLD, LOCAL_BATCH = 2, 4
@@ -161,3 +162,17 @@ def test_a_folder_saved_before_the_scalars_were_renamed_loads(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))           # old names under the new format: refused
     with pytest.raises(ValueError, match="missing keys: log_curv"):
         load(folder)
+
+
+def test_save_refuses_a_run_folder(tmp_path):
+    "Saving a model into a training run's folder would replace the run's config.json: refused, the folder untouched."
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"out_dir": str(run), "model": "meru"}))
+    (run / "log.jsonl").write_text('{"step": 1}\n')
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(ValueError, match="holds a training run"):
+        save(build_model("clip", "tiny"), run)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    save(build_model("clip", "tiny"), run / "model")         # its model/ subfolder is where weights go
+    assert (run / "model" / "config.json").is_file()

@@ -75,10 +75,26 @@ def test_version_matches_metadata():
 
 
 def test_top_level_load_is_lazy():
-    "`meru_nb.load` is the models' load, and `import meru_nb` alone does not import timm or open_clip."
+    "`meru_nb.load` is the command line's loader, and `import meru_nb` alone does not import timm or open_clip."
     code = ("import sys, meru_nb\n"
             "assert 'timm' not in sys.modules and 'open_clip' not in sys.modules, 'eager import'\n"
-            "from meru_nb import models\n"
-            "assert meru_nb.load is models.load and meru_nb.save is models.save\n")
+            "from meru_nb import embed, models\n"
+            "assert meru_nb.load is embed.load_model and meru_nb.save is models.save\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_load_takes_a_run_or_model_folder_and_gives_an_evaluation_mode_model(tmp_path):
+    "An image's embedding from `meru_nb.load` does not depend on the other images of its batch (BatchNorm in the cpu stem)."
+    import meru_nb, torch
+    from meru_nb.config import TrainConfig
+    from meru_nb.train import train
+    train(TrainConfig(out_dir=str(tmp_path / "run"), size="cpu", image_size=64, steps=2, batch_size=8, warmup_steps=1,
+                      ckpt_every=0, progress=False, n_samples=32))
+    for path in (tmp_path / "run", tmp_path / "run" / "model"):
+        model = meru_nb.load(path)
+        assert not model.training and not any(m.training for m in model.modules())
+        images = torch.rand(6, 3, 64, 64)
+        with torch.no_grad():
+            alone, together = model.encode_image(images[:1]), model.encode_image(images)[:1]
+        torch.testing.assert_close(alone, together, rtol=1e-4, atol=1e-5)

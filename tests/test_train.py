@@ -327,3 +327,20 @@ def test_temporaries_of_a_killed_run_are_removed(tmp_path):
     stale.write_bytes(b"half a checkpoint")
     train(tiny(tmp_path, steps=3, ckpt_every=1, resume=True))
     assert not stale.exists() and [r["step"] for r in read_log(tmp_path / "run")] == [1, 2, 3]
+
+
+def test_a_moved_run_resumes_and_a_deleted_config_is_read_from_the_checkpoint(tmp_path):
+    "A run's identity is its config without `out_dir`: a moved folder resumes; without config.json, the checkpoint's config decides."
+    import shutil
+    train(tiny(tmp_path, steps=4, stop_at=2, ckpt_every=1))
+    moved = tmp_path / "moved"
+    shutil.move(str(tmp_path / "run"), moved)
+    train(tiny(tmp_path, "moved", steps=4, resume=True, ckpt_every=1))                  # continues at step 3
+    assert [r["step"] for r in read_log(moved)] == [1, 2, 3, 4]
+    again = tmp_path / "again"
+    shutil.copytree(moved, again)
+    (again / "config.json").unlink()
+    before = {p.name: p.read_bytes() for p in again.iterdir() if p.is_file()}
+    with pytest.raises(ValueError, match=r"holds another run \(different \{'lr'"):
+        train(tiny(tmp_path, "again", steps=4, resume=True, lr=0.01))
+    assert {p.name: p.read_bytes() for p in again.iterdir() if p.is_file()} == before
