@@ -59,8 +59,15 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
     return path
 
 def load_checkpoint(path: str | os.PathLike, device="cpu") -> dict:
-    "Read a checkpoint written by `save_checkpoint`, unpickling weights only."
-    return torch.load(path, map_location=device, weights_only=True)
+    "Read a checkpoint written by `save_checkpoint`, unpickling weights only; a ValueError naming the file if it cannot be read."
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (OSError, ValueError):
+        raise
+    except Exception as e:              # a truncated zip, a pickle of code refused by weights_only, random bytes
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{str(path)!r} is not a readable checkpoint (truncated, or not written by this package): "
+                         f"{type(e).__name__}: {first[:200]}") from None
 
 # %% ../nbs/07c_checkpoint.ipynb #b48dafb0
 def log_line(record: dict) -> str:

@@ -39,9 +39,12 @@ def main(argv=None) -> int:
     module, function, _ = COMMANDS[name]
     try:
         status = getattr(importlib.import_module(module), function)(rest)
-    except (ValueError, FileNotFoundError, NotADirectoryError, ImportError) as e:   # bad input or a missing extra: one line
+    except (ValueError, OSError, ImportError) as e:   # bad input, a path or a file the system refuses, a missing extra
         print(f"meru-nb {name}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:                    # Ctrl-C: what was saved, and how to go on
+        print(f"meru-nb {name}: {' '.join(str(e).split()) or 'interrupted'}", file=sys.stderr)
+        return 130
     return int(status or 0)
 
 # %% ../nbs/13_cli.ipynb #7e97c2c2

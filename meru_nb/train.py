@@ -202,6 +202,7 @@ def _run(cfg, model, optimizer, scheduler, scaler, out_dir, lead, rank, world, d
     model.train()
     bar = tqdm(range(start, stop), initial=start, total=stop, disable=not (cfg.progress and lead), desc=cfg.model)
     log = open(out_dir / "log.jsonl", "a") if lead else None
+    done, saved = start, start                                     # steps done, and the step of the last checkpoint
     try:
         for step in bar:
             tic = time.perf_counter()
@@ -227,6 +228,12 @@ def _run(cfg, model, optimizer, scheduler, scaler, out_dir, lead, rank, world, d
                 bar.set_postfix(loss=f"{record['loss']:.3f}", samples_s=f"{rate:.0f}")
                 if step + 1 == stop or (cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0):
                     save_run_state(out_dir, step + 1, elapsed, model, optimizer, scheduler, scaler, cfg)
+                    saved = step + 1
+            done = step + 1
+    except KeyboardInterrupt:
+        where = (f"the run is saved at step {saved} in {str(out_dir)!r}: continue it with resume=True (--resume true)"
+                 if saved else f"nothing of it is saved yet in {str(out_dir)!r}")
+        raise KeyboardInterrupt(f"interrupted after step {done} of {stop}; {where}") from None
     finally:
         if log: log.close()
         if writer: writer.close()

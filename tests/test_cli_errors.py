@@ -21,6 +21,7 @@ import torch
 from meru_nb.config import TrainConfig
 from meru_nb.train import train
 
+SAME_RUN = ["--steps", "2", "--batch-size", "8", "--warmup-steps", "1", "--precision", "fp32", "--n-samples", "32"]  # the workspace's run
 DRIVER = ("import os, sys\n"
           "for m in filter(None, os.environ.get('MERU_NB_BLOCK', '').split(',')): sys.modules[m] = None\n"
           "from meru_nb.cli import main\nsys.exit(main())")
@@ -47,6 +48,12 @@ def cases(w: Path) -> dict:
                                    "holds a run (checkpoint_0000100.pt, curves.png, summary.json, tb)"),
         "users-file-in-tb": case(["train", "--out-dir", str(w / "mixed"), "--overwrite", "true", "--steps", "2",
                                   "--warmup-steps", "1"], "did not write and would replace or delete (tb/notes.txt)"),
+        "resume-a-truncated-checkpoint": case(["train", "--out-dir", str(w / "truncated"), *SAME_RUN, "--resume", "true"],
+                                              "checkpoint.pt' is not a readable checkpoint", watch=[str(w / "truncated")]),
+        "resume-a-pickle-of-code": case(["train", "--out-dir", str(w / "payload"), *SAME_RUN, "--resume", "true"],
+                                        "checkpoint.pt' is not a readable checkpoint", watch=[str(w / "payload")]),
+        "embed-out-is-a-folder": case(["embed", model, "--texts", str(w / "texts.txt"), "--out", str(w / "adir.npy")],
+                                      "adir.npy"),
         "into-a-model-folder": case(["train", "--out-dir", model, "--overwrite", "true", "--steps", "2", "--warmup-steps", "1"],
                                     "config.json (not a training run's"),
         "lr-inf": case(["train", "--lr", "inf", "--out-dir", run], "`lr` must be finite", watch=[run]),
@@ -138,6 +145,12 @@ def workspace(tmp_path_factory):
         (w / "models" / name / "model.safetensors").write_bytes(blob)
         (w / "models" / name / "config.json").write_text(cfg_text if cfg_text is not None else json.dumps(config))
     (w / "random.pth").write_bytes(os.urandom(2048))
+    for name in ("truncated", "payload"):                # the run, its checkpoint cut short or replaced by a pickle of code
+        shutil.copytree(w / "run", w / name)
+    blob = (w / "run" / "checkpoint.pt").read_bytes()
+    (w / "truncated" / "checkpoint.pt").write_bytes(blob[: len(blob) // 2])
+    import pickle
+    (w / "payload" / "checkpoint.pt").write_bytes(pickle.dumps(os.system))
     for folder in ("leftovers", "mixed"):                # what a run leaves; in `mixed`, a file of the user's in tb/ too
         (w / folder / "tb").mkdir(parents=True)
         for name, source in (("summary.json", "summary.json"), ("curves.png", "curves.png"),
@@ -154,6 +167,8 @@ def workspace(tmp_path_factory):
     (w / "notimage.jpg").write_text("this is text, not a JPEG\n")
     (w / "unreadable.csv").write_text("filepath,title\nnotimage.jpg,a red star\n")
     (w / "shards").mkdir()
+    (w / "adir.npy").mkdir()                             # a folder where an output file should go
+    (w / "texts.txt").write_text("a red star\na blue circle\n")
     from PIL import Image
     for label in ("a", "b"):
         (w / "folder" / label).mkdir(parents=True)
