@@ -120,8 +120,6 @@ class TrainConfig:
                   ("init_from", not self.init_from or self.model == "meru", "empty unless model='meru' (MERU starts from a CLIP)"),
                   *[(name, getattr(self, name) >= 0, ">= 0 (0: off, the paper)")
                     for name in ("entail_start", "entail_warmup", "entail_gate", "text_floor")],
-                  *[(name, not getattr(self, name) or self.model != "clip", "0 for model='clip' (it has no entailment loss)")
-                    for name in ("entail_start", "entail_warmup", "entail_gate", "text_floor")],
                   ("train_blocks", self.train_blocks >= -1 and (self.train_blocks == -1 or bool(self.init_from)),
                    "-1, or a whole number >= 0 with init_from"),
                   ("hard_negatives", not self.hard_negatives or (self.data == "builtin" and self.model in ("meru", "clip")),
