@@ -136,8 +136,8 @@ def run_pool(jobs: list, argv_of, workers: int, desc: str, entry: str = _ENTRY):
 
 def run_study(out: str = "nbs/results/lambda_study.json", work_dir: str = "runs/study", lambdas=LAMBDAS, seeds=SEEDS,
               steps: int = 1000, workers: int = 2, contrast: bool = True) -> dict:
-    "Run the grid (plus, if `contrast`, the transformer text tower at 0.2, seed 0) `workers` at a time; write `out`."
-    jobs = [(lam, seed, "cpu") for lam in lambdas for seed in seeds] + ([(0.2, 0, "cpu_transformer")] if contrast else [])
+    "Run the grid (plus, if `contrast`, the bag-of-tokens text tower at 0.2, seed 0) `workers` at a time; write `out`."
+    jobs = [(lam, seed, "cpu") for lam in lambdas for seed in seeds] + ([(0.2, 0, "cpu_bag")] if contrast else [])
     folder = lambda lam, seed, size: Path(work_dir) / f"{size}_lambda{lam:g}_seed{seed}"
     tic = time.perf_counter()
     run_pool(jobs, lambda job: ["--one", str(job[0]), str(job[1]), str(folder(*job)), str(steps), job[2]], workers, "study runs")
