@@ -357,6 +357,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'meru_nb.models._read_model_config': ('models.html#_read_model_config', 'meru_nb/models.py'),
                                 'meru_nb.models._refuse_run_folder': ('models.html#_refuse_run_folder', 'meru_nb/models.py'),
                                 'meru_nb.models._tower_size': ('models.html#_tower_size', 'meru_nb/models.py'),
+                                'meru_nb.models.as_pixels': ('models.html#as_pixels', 'meru_nb/models.py'),
                                 'meru_nb.models.build_model': ('models.html#build_model', 'meru_nb/models.py'),
                                 'meru_nb.models.build_on_open_clip': ('models.html#build_on_open_clip', 'meru_nb/models.py'),
                                 'meru_nb.models.contrastive_loss': ('models.html#contrastive_loss', 'meru_nb/models.py'),

@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MODEL_KINDS', 'LATER_KINDS', 'MODEL_FORMAT', 'SCALAR_NAMES',
            'REFERENCE_SCALAR_NAMES', 'PixelTower', 'BagOfTokensTower', 'world_size', 'gather_features', 'local_targets',
-           'paired_logits', 'symmetric_cross_entropy', 'contrastive_loss', 'CLIPBaseline', 'MERU', 'model_class',
-           'build_model', 'build_on_open_clip', 'save', 'load', 'from_reference', 'to_reference', 'import_reference',
-           'export_reference']
+           'paired_logits', 'symmetric_cross_entropy', 'contrastive_loss', 'as_pixels', 'CLIPBaseline', 'MERU',
+           'model_class', 'build_model', 'build_on_open_clip', 'save', 'load', 'from_reference', 'to_reference',
+           'import_reference', 'export_reference']
 
 # %% ../nbs/05_models.ipynb #e8708dc3
 import dataclasses
@@ -21,7 +21,7 @@ import torch.distributed as tdist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .encoders import (REFERENCE_TEXT_KEYS, TOWER_SIZES, TowerConfig, check_state_dict, load_strict, image_tower,
+from .encoders import (REFERENCE_TEXT_KEYS, TOWER_SIZES, TowerConfig, check_state_dict, load_strict, image_tower, tokenize,
                               open_clip_towers, text_keys_from_reference, text_tower, tower_config)
 from .entailment import entailment_loss
 from .expmap import exp_map0
@@ -108,6 +108,33 @@ def contrastive_loss(score, x_img: Tensor, y_txt: Tensor, y_neg: Tensor = None) 
         logits_img = torch.cat([logits_img, score(x_img, y_neg)], dim=1)
     return symmetric_cross_entropy(logits_img, logits_txt, local_targets(len(x_img), x_img.device))
 
+# %% ../nbs/05_models.ipynb #00055a2c
+def as_pixels(images) -> Tensor:
+    "A float32 batch (B, 3, H, W) in [0, 1] from a tensor or array (uint8 or float; NCHW, NHWC, CHW or HWC; 1, 3 or 4 channels) or PIL images."
+    if isinstance(images, Tensor) and images.dtype == torch.float32 and images.ndim == 4 and images.shape[1] == 3:
+        return images                                            # the loader's batches: nothing to do
+    if hasattr(images, "convert") or (isinstance(images, (list, tuple)) and images and hasattr(images[0], "convert")):
+        import numpy as np
+        pictures = [images] if hasattr(images, "convert") else list(images)
+        images = torch.from_numpy(np.stack([np.asarray(p.convert("RGBA")) for p in pictures]))   # NHWC uint8 with alpha
+    elif not isinstance(images, Tensor):
+        try:
+            images = torch.as_tensor(images)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"images must be a tensor, an array or PIL images, got {type(images).__name__}") from None
+    if images.dtype == torch.bool or images.is_complex() or images.ndim not in (3, 4):
+        raise ValueError(f"images must be (B, C, H, W), (B, H, W, C) or one image without B, "
+                         f"got shape {tuple(images.shape)} of {images.dtype}")
+    x = images[None] if images.ndim == 3 else images
+    if x.shape[1] not in (1, 3, 4) and x.shape[-1] in (1, 3, 4):
+        x = x.permute(0, 3, 1, 2)                                # channels last to channels first
+    if x.shape[1] not in (1, 3, 4):
+        raise ValueError(f"images must have 1, 3 or 4 channels, got shape {tuple(images.shape)}")
+    x = x.float() / 255 if not x.is_floating_point() else x.float()
+    if x.shape[1] == 4:                                          # onto white: a transparent pixel's colour is arbitrary
+        x = x[:, :3] * x[:, 3:] + (1 - x[:, 3:])
+    return x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x
+
 # %% ../nbs/05_models.ipynb #fff6e0a7
 class CLIPBaseline(nn.Module):
     "CLIP on top of two towers: projections, a learnable temperature, the symmetric contrastive loss."
@@ -121,13 +148,17 @@ class CLIPBaseline(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1))
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1))
 
-    def encode_image(self, images: Tensor, project: bool = True) -> Tensor:
-        "Image embeddings from pixels in [0, 1]: tower, projection, and (if `project`) unit length."
-        x = self.visual_proj(self.visual((images - self.pixel_mean) / self.pixel_std))
+    def encode_image(self, images, project: bool = True) -> Tensor:
+        "Image embeddings from pixels in [0, 1] (or what `as_pixels` reads): tower, projection, and (if `project`) unit length."
+        pixels = as_pixels(images).to(self.pixel_mean.device)
+        x = self.visual_proj(self.visual((pixels - self.pixel_mean) / self.pixel_std))
         return F.normalize(x.float(), dim=-1) if project else x
 
-    def encode_text(self, tokens: Tensor, project: bool = True) -> Tensor:
-        "Text embeddings from token ids: tower, projection, and (if `project`) unit length."
+    def encode_text(self, tokens, project: bool = True) -> Tensor:
+        "Text embeddings from token ids, or from strings tokenized at the model's context length: tower, projection, and (if `project`) unit length."
+        if isinstance(tokens, str) or (isinstance(tokens, (list, tuple)) and tokens and isinstance(tokens[0], str)):
+            context = getattr(self.textual, "context_length", None) or getattr(self, "config", {}).get("towers", {}).get("context_length", 77)
+            tokens = tokenize(list([tokens] if isinstance(tokens, str) else tokens), context).to(self.pixel_mean.device)
         y = self.textual_proj(self.textual(tokens))
         return F.normalize(y.float(), dim=-1) if project else y
 

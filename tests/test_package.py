@@ -98,3 +98,22 @@ def test_load_takes_a_run_or_model_folder_and_gives_an_evaluation_mode_model(tmp
         with torch.no_grad():
             alone, together = model.encode_image(images[:1]), model.encode_image(images)[:1]
         torch.testing.assert_close(alone, together, rtol=1e-4, atol=1e-5)
+
+
+def test_encode_image_and_text_take_what_users_pass():
+    "Bytes, NHWC arrays, PIL images and strings give the embeddings of the float batch and the tokens they stand for."
+    import numpy as np, torch
+    from PIL import Image
+    from meru_nb.encoders import tokenize
+    from meru_nb.models import build_model
+    torch.manual_seed(0)
+    model = build_model("meru", "tiny").eval()
+    pixels = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)        # NHWC bytes, as images are stored
+    floats = pixels.permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        want = model.encode_image(floats)
+        for given in (pixels.permute(0, 3, 1, 2), pixels.numpy(), [Image.fromarray(p) for p in pixels.numpy()]):
+            torch.testing.assert_close(model.encode_image(given), want, rtol=1e-5, atol=1e-6)
+        texts = ["a red star", "a small blue circle on the left"]
+        torch.testing.assert_close(model.encode_text(texts), model.encode_text(tokenize(texts, 32)))
+        torch.testing.assert_close(model.encode_text(texts[0]), model.encode_text(texts)[:1])
