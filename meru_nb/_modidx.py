@@ -434,6 +434,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'meru_nb.pipelines.split_by_rank.__init__': ( 'pipelines.html#split_by_rank.__init__',
                                                                                  'meru_nb/pipelines.py'),
                                    'meru_nb.pipelines.to_float_tensor': ('pipelines.html#to_float_tensor', 'meru_nb/pipelines.py'),
+                                   'meru_nb.pipelines.to_rgb': ('pipelines.html#to_rgb', 'meru_nb/pipelines.py'),
                                    'meru_nb.pipelines.train_transform': ('pipelines.html#train_transform', 'meru_nb/pipelines.py')},
             'meru_nb.probe': { 'meru_nb.probe._fit': ('probe.html#_fit', 'meru_nb/probe.py'),
                                'meru_nb.probe._mean_per_class': ('probe.html#_mean_per_class', 'meru_nb/probe.py'),

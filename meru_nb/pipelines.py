@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['SKIP_REASONS', 'IMAGE_EXTENSIONS', 'to_float_tensor', 'train_transform', 'eval_transform', 'SkippedSampleWarning',
-           'SkipLog', 'CountSkips', 'decode_image', 'sample_caption', 'segment_subreddit', 'redcaps_caption',
+           'SkipLog', 'CountSkips', 'to_rgb', 'decode_image', 'sample_caption', 'segment_subreddit', 'redcaps_caption',
            'expand_shards', 'distributed_rank', 'split_by_rank', 'shard_dataset', 'CsvDataset', 'loader_throughput']
 
 # %% ../nbs/06c_pipelines.ipynb #7043665a
@@ -116,14 +116,27 @@ class CountSkips:
         return (*self.collate(samples), counts, examples)
 
 
+# %% ../nbs/06c_pipelines.ipynb #f24ca758
+def to_rgb(img: Image.Image) -> Image.Image:
+    "`img` as 8-bit RGB: transparency composited onto white, 16- and 32-bit integer pixels scaled to 8 bits."
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(img).astype(np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or a.max(initial=0) <= 65535 else float(a.max())
+        img = Image.fromarray(np.clip(a / top * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (img.mode in ("P", "L", "RGB") and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
 # %% ../nbs/06c_pipelines.ipynb #085d3211
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "tif", "tiff", "bmp")
 
 def decode_image(data: bytes) -> Image.Image:
-    "An RGB PIL image from encoded bytes; raises on a truncated or corrupt file."
+    "An RGB PIL image from encoded bytes (`to_rgb`); raises on a truncated or corrupt file."
     img = Image.open(io.BytesIO(data))
     img.load()
-    return img.convert("RGB")
+    return to_rgb(img)
 
 def sample_caption(sample: dict):
     "(caption, metadata) of a webdataset sample from `txt`, else `json['caption']`; raises `UnicodeDecodeError` or `KeyError`."

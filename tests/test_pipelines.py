@@ -247,3 +247,24 @@ def test_transforms():
     assert torch.equal(eval_transform(64)(img), eval_transform(64)(img))
     grey = Image.new("L", (50, 50), 255)
     assert torch.equal(eval_transform(32)(grey), torch.ones(3, 32, 32))
+
+
+def test_images_as_other_programs_write_them(tmp_path):
+    "PNG with alpha, a palette GIF with a transparent index, a 16-bit TIFF and a BMP: all listed, all read as the picture."
+    from meru_nb.embed import list_images, read_image
+    rgba = np.zeros((16, 16, 4), dtype=np.uint8)
+    rgba[..., :3] = (140, 136, 129)                            # colour stored under alpha 0
+    rgba[4:12, 4:12] = (20, 160, 60, 255)
+    Image.fromarray(rgba).save(tmp_path / "sticker.png")
+    gif = Image.fromarray(rgba[..., :3]).convert("P")
+    gif.save(tmp_path / "anim.gif", transparency=int(np.asarray(gif)[0, 0]))
+    Image.fromarray(np.full((8, 8), 51400, dtype=np.uint16)).save(tmp_path / "scan.tif")
+    Image.fromarray(rgba[..., :3]).save(tmp_path / "plain.bmp")
+    files = list_images(tmp_path)
+    assert sorted(p.name for p in files) == ["anim.gif", "plain.bmp", "scan.tif", "sticker.png"]
+    pictures = {p.name: np.asarray(read_image(p)) for p in files}
+    assert all(a.dtype == np.uint8 and a.shape[-1] == 3 for a in pictures.values())
+    for name in ("sticker.png", "anim.gif"):                   # the silhouette on white, not a coloured square
+        assert (pictures[name][0, 0] == 255).all() and abs(int(pictures[name][8, 8, 1]) - 160) <= 12, name   # (a palette rounds colours)
+    assert abs(pictures["scan.tif"].mean() - 51400 / 257) < 1                          # 200, not clipped to 255
+    assert tuple(pictures["plain.bmp"][0, 0]) == (140, 136, 129)                     # no alpha: the colour as stored
