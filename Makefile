@@ -13,7 +13,7 @@ HTML   := $(BOOK)/_build/html
 # Tools installed in the venv come first on PATH (the book's kernel, nbdev, pytest).
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help run run-book study study-remedies study-steps study-hycoclip study-finetune test install pytest nbtest export-check clean-check book book-fast browser clean
+.PHONY: help run run-book emoji-data study study-remedies study-steps study-hycoclip study-finetune test install pytest nbtest export-check clean-check book book-fast browser clean
 
 help:
 	@echo "make run    train MERU and CLIP on the built-in scenes (papermill), evaluate both, build the book with their results"
@@ -21,6 +21,7 @@ help:
 	@echo "make book-fast  the book for prose edits in seconds, nothing executed: unchanged chapters keep the last make book's outputs"
 	@echo "make export-check  meru_nb/ is what nbdev-export makes of nbs/ (changes nothing)"
 	@echo "make clean-check   every notebook is as nbdev-clean leaves it (changes nothing)"
+	@echo "make emoji-data  the emoji pictures of chapter 06d (npm pack of three pinned packages, checksums checked) into data/emoji/"
 	@echo "make study  MERU's entailment weight: 5 values x 3 seeds at 1000 steps (~50 min on 2 cores)"
 	@echo "make study-remedies  four remedies for MERU's stall at lambda = 0.2 against none, 3 seeds at 1500 steps (~75 min on 2 cores)"
 	@echo "make study-steps  make run's schedule: MERU and CLIP x 3 seeds at 1500 steps (~45 min on 2 cores)"
@@ -71,6 +72,10 @@ run-book: install
 	$(BIN)/python tools/stage_book.py $(RUN_BOOK) reuse $(BOOK) $(RESULTS)
 	$(BIN)/jupyter-book build $(RUN_BOOK) --warningiserror --keep-going --quiet
 	@echo "book built: $(abspath $(RUN_HTML))/index.html"
+
+## The emoji pictures of chapter 06d: npm packages at a pinned version, sha512 checked, into data/emoji/.
+emoji-data:
+	bash tools/emoji_data.sh
 
 ## The lambda study (chapter 07e): 16 runs, two at a time; writes nbs/results/lambda_study.json.
 ## Finished runs in $(RUNS)/study are kept, so an interrupted study continues where it stopped.
