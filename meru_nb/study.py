@@ -110,8 +110,9 @@ def study_run(entail_weight: float, seed: int, out_dir, steps: int = 1000, marks
 def _one(argv):
     "Worker entry point: one run of a grid, in its own process: λ, seed, folder, steps, size, and a JSON of other fields."
     lam, seed, out_dir, steps, size = float(argv[0]), int(argv[1]), argv[2], int(argv[3]), argv[4]
+    fields = json.loads(argv[5]) if len(argv) > 5 else {}
     torch.set_num_threads(1)
-    study_run(lam, seed, out_dir, steps, size=size, **(json.loads(argv[5]) if len(argv) > 5 else {}))
+    study_run(float(fields.pop("entail_weight", lam)), seed, out_dir, steps, size=size, **fields)
 
 _ENTRY = "import sys; from meru_nb.study import main; sys.exit(main())"   # how `make study` and the workers start
 
