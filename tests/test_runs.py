@@ -86,3 +86,24 @@ def test_results_chapter_reads_the_runs(runs, tmp_path, monkeypatch):
     monkeypatch.setenv("MERU_NB_RUNS", str(tmp_path / "empty"))
     nb = run("22_results.ipynb", tmp_path / "none.ipynb")
     assert "No evaluated runs" in outputs(nb) and "| metric |" not in outputs(nb)
+
+
+def test_the_train_notebook_is_the_studies_recipe():
+    "The defaults of nbs/20_train.ipynb are `study.recipe`, for MERU and for CLIP: the runs of make run are the runs the studies chose."
+    import dataclasses, re
+    from meru_nb.config import TrainConfig
+    from meru_nb.study import recipe
+    cell = next(c for c in json.loads((NBS / "20_train.ipynb").read_text())["cells"]
+                if "parameters" in c.get("metadata", {}).get("tags", []))
+    values = {}
+    exec("".join(cell["source"]), {}, values)
+    steps = values["steps"]
+    for model in ("meru", "clip"):
+        notebook = TrainConfig(**{**values, "model": model})
+        studied = recipe(values["entail_weight"], values["seed"], values["out_dir"], steps, model=model)
+        skip = {"out_dir", "model", "ckpt_every", "progress", "overwrite", "resume"}
+        mine = {k: v for k, v in dataclasses.asdict(notebook).items() if k not in skip}
+        theirs = {k: v for k, v in dataclasses.asdict(studied).items() if k not in skip}
+        if model == "clip":       # CLIP ignores MERU's options; the recipe leaves them at 0 for it
+            for k in ("entail_start", "entail_warmup", "entail_gate", "text_floor"): mine.pop(k); theirs.pop(k)
+        assert mine == theirs, {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
