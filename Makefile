@@ -22,9 +22,9 @@ help:
 	@echo "make export-check  meru_nb/ is what nbdev-export makes of nbs/ (changes nothing)"
 	@echo "make clean-check   every notebook is as nbdev-clean leaves it (changes nothing)"
 	@echo "make emoji-data  the emoji pictures of chapter 06d (npm pack of three pinned packages, checksums checked) into data/emoji/"
-	@echo "make study  MERU's entailment weight: 5 values x 3 seeds at 1000 steps (~50 min on 2 cores)"
-	@echo "make study-remedies  four remedies for MERU's stall at lambda = 0.2 against none, 3 seeds at 1500 steps (~75 min on 2 cores)"
-	@echo "make study-steps  make run's schedule: MERU and CLIP x 3 seeds at 1500 steps (~45 min on 2 cores)"
+	@echo "make study  MERU's entailment weight: 5 values x 3 seeds and the bag of tokens, at 1500 steps (~STUDY_MIN min on 2 cores)"
+	@echo "make study-remedies  four remedies for MERU's stall at lambda = 0.2 against none, 3 seeds at 1500 steps, and the earlier recipe (~95 min on 2 cores)"
+	@echo "make study-steps  make run's recipe: hard negatives for MERU and CLIP, CLIP, and the bag of tokens as an ablation (~40 min on 2 cores)"
 	@echo "make study-hycoclip  HyCoCLIP, MERU and CLIP with make run's recipe, measured on test scenes (chapter 11b)"
 	@echo "make study-finetune  MERU fine-tuned from make run's CLIP vs from scratch, 300 steps (chapter 11d; after make run)"
 
@@ -77,7 +77,7 @@ run-book: install
 emoji-data:
 	bash tools/emoji_data.sh
 
-## The lambda study (chapter 07e): 16 runs, two at a time; writes nbs/results/lambda_study.json.
+## The lambda study (chapter 07e): 16 runs of 1500 steps, two at a time, on validation scenes; writes nbs/results/lambda_study.json.
 ## Finished runs in $(RUNS)/study are kept, so an interrupted study continues where it stopped.
 study: install
 	$(BIN)/python -c "import sys; from meru_nb.study import main; sys.exit(main())" --out nbs/results/lambda_study.json --work-dir $(RUNS)/study
@@ -87,8 +87,8 @@ study: install
 study-remedies: install
 	$(BIN)/python -c "import sys; from meru_nb.study import main; sys.exit(main())" --remedies --out nbs/results/remedy_study.json --work-dir $(RUNS)/remedies
 
-## How long make run trains (chapter 07e): MERU and CLIP x 3 seeds at each of study.STEP_BUDGETS steps, on
-## validation scenes; writes nbs/results/steps_study.json. Finished runs in $(RUNS)/steps are kept.
+## make run's recipe (chapter 07e): every arm of study.STEP_ARMS (hard negatives, CLIP, the bag of tokens) x 3 seeds
+## (the bags one) at 1500 steps, on validation scenes; writes nbs/results/steps_study.json. Finished runs in $(RUNS)/steps are kept.
 study-steps: install
 	$(BIN)/python -c "import sys; from meru_nb.study import main; sys.exit(main())" --compare-steps --out nbs/results/steps_study.json --work-dir $(RUNS)/steps
 
