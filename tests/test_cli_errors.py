@@ -66,6 +66,8 @@ def cases(w: Path) -> dict:
         "yaml-fraction-steps": case(["train", "-f", str(w / "fraction.yaml"), "--out-dir", out], "`steps` must be a whole number, got steps=5.7"),
         "yaml-list": case(["train", "-f", str(w / "list.yaml"), "--out-dir", out], "must map names to values"),
         "yaml-unknown-key": case(["train", "-f", str(w / "unknown.yaml"), "--out-dir", out], "unknown parameter(s) ['learning_rate']"),
+        "yaml-duplicate-key": case(["train", "-f", str(w / "twice.yaml"), "--out-dir", run],
+                                   "twice.yaml' sets 'lr' twice (lines 1 and 3)", watch=[run]),
         "yaml-missing": case(["train", "-f", str(w / "nowhere.yaml")], "does not exist"),
         "preset-unknown": case(["train", "--preset", "meru_vit_xl"], "unknown preset 'meru_vit_xl'"),
         "out-dir-is-a-file": case(["train", "--out-dir", str(w / "file.txt")], "is a file, not a folder", watch=[str(w / "file.txt")]),
@@ -160,7 +162,8 @@ def workspace(tmp_path_factory):
     (w / "mixed" / "tb" / "notes.txt").write_text("my notes\n")
     (w / "file.txt").write_text("not a folder\n")
     for name, text in {"syntax.yaml": "lr: [1, 2\n", "text.yaml": "lr: abc\n", "fraction.yaml": "steps: 5.7\n",
-                       "list.yaml": "- 1\n- 2\n", "unknown.yaml": "learning_rate: 1\n"}.items():
+                       "list.yaml": "- 1\n- 2\n", "unknown.yaml": "learning_rate: 1\n",
+                       "twice.yaml": "lr: 3e-4\nsteps: 2\nlr: 1e-2\n"}.items():
         (w / name).write_text(text)
     (w / "empty.csv").write_text("")
     (w / "columns.csv").write_text("path,caption\na.jpg,a red star\n")
