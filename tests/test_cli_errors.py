@@ -181,9 +181,11 @@ def workspace(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def outcomes(workspace):
-    "Every case run once, two processes at a time: {id: (returncode, stdout, stderr, digests before, after)}."
-    table = cases(workspace)
+def outcomes(workspace, request):
+    "Every selected case (all, or those `-k` picks) run once, two processes at a time: {id: (returncode, stdout, stderr, digests before, after)}."
+    chosen = {item.callspec.params["name"] for item in request.session.items
+              if getattr(item, "callspec", None) and "name" in item.callspec.params}
+    table = {name: c for name, c in cases(workspace).items() if name in chosen}
 
     def run(item):
         name, c = item
