@@ -81,6 +81,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'meru_nb.config.config_from_args': ('config.html#config_from_args', 'meru_nb/config.py'),
                                 'meru_nb.config.preset_yaml': ('config.html#preset_yaml', 'meru_nb/config.py'),
                                 'meru_nb.config.read_params_file': ('config.html#read_params_file', 'meru_nb/config.py'),
+                                'meru_nb.config.runs_shell': ('config.html#runs_shell', 'meru_nb/config.py'),
                                 'meru_nb.config.write_presets': ('config.html#write_presets', 'meru_nb/config.py')},
             'meru_nb.data': { 'meru_nb.data.HierarchicalScenes': ('data.html#hierarchicalscenes', 'meru_nb/data.py'),
                               'meru_nb.data.HierarchicalScenes.__getitem__': ( 'data.html#hierarchicalscenes.__getitem__',

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'PRESETS', 'coerce_field', 'TrainConfig', 'preset_yaml', 'write_presets', 'read_params_file',
-           'check_fields', 'config_from_args']
+           'runs_shell', 'check_fields', 'config_from_args']
 
 # %% ../nbs/07_config.ipynb #16bd3452
 import argparse
@@ -186,6 +186,11 @@ def read_params_file(path) -> dict:
         raise ValueError(f"parameter file {path!r} must map names to values, got a {type(loaded).__name__}")
     return loaded
 
+# %% ../nbs/07_config.ipynb #9c4ec8dc
+def runs_shell(data) -> bool:
+    "Whether the data source `data` holds a webdataset `pipe:` URL, a shell command (anywhere: a '::' list or a brace pattern may hide one)."
+    return "pipe:" in str(data)
+
 # %% ../nbs/07_config.ipynb #0b99681e
 def _field_help() -> dict:
     "Each TrainConfig field's comment in its source line (of the installed module), as the option's help."
@@ -211,6 +216,8 @@ def config_from_args(argv=None) -> TrainConfig:
     parser = argparse.ArgumentParser(prog="meru-nb train", description="Train MERU or the CLIP baseline.")
     parser.add_argument("--preset", help=f"start from a named preset: {', '.join(PRESETS)}")
     parser.add_argument("-f", "--params", help="YAML file of parameters (keys are the options below, with underscores)")
+    parser.add_argument("--allow-pipe", action="store_true",
+                        help="let the -f file's data be a webdataset pipe: URL, which runs a shell command")
     docs = _field_help()
     for f in dataclasses.fields(TrainConfig):
         kind = _parse_bool if f.type in (bool, "bool") else type(f.default)
@@ -222,7 +229,12 @@ def config_from_args(argv=None) -> TrainConfig:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}: expected one of {list(PRESETS)}")
         values.update(PRESETS[preset])
+    allow_pipe = args.pop("allow_pipe")
     if params := args.pop("params"):
-        values.update(check_fields(read_params_file(params), params))
+        from_file = check_fields(read_params_file(params), params)
+        if runs_shell(from_file.get("data", "")) and args["data"] is None and not allow_pipe:
+            raise ValueError(f"parameter file {params!r} sets data={from_file['data']!r}, a pipe: URL that runs a shell "
+                             "command: pass --allow-pipe to run it, or give --data on the command line")
+        values.update(from_file)
     values.update({k: v for k, v in args.items() if v is not None})
     return TrainConfig(**values)

@@ -68,6 +68,8 @@ def cases(w: Path) -> dict:
         "yaml-unknown-key": case(["train", "-f", str(w / "unknown.yaml"), "--out-dir", out], "unknown parameter(s) ['learning_rate']"),
         "yaml-duplicate-key": case(["train", "-f", str(w / "twice.yaml"), "--out-dir", run],
                                    "twice.yaml' sets 'lr' twice (lines 1 and 3)", watch=[run]),
+        "yaml-runs-a-shell": case(["train", "-f", str(w / "pipe.yaml"), "--out-dir", out],
+                                  "pipe.yaml' sets data='pipe:touch", watch=[str(w / "owned")]),
         "yaml-missing": case(["train", "-f", str(w / "nowhere.yaml")], "does not exist"),
         "preset-unknown": case(["train", "--preset", "meru_vit_xl"], "unknown preset 'meru_vit_xl'"),
         "out-dir-is-a-file": case(["train", "--out-dir", str(w / "file.txt")], "is a file, not a folder", watch=[str(w / "file.txt")]),
@@ -163,7 +165,8 @@ def workspace(tmp_path_factory):
     (w / "file.txt").write_text("not a folder\n")
     for name, text in {"syntax.yaml": "lr: [1, 2\n", "text.yaml": "lr: abc\n", "fraction.yaml": "steps: 5.7\n",
                        "list.yaml": "- 1\n- 2\n", "unknown.yaml": "learning_rate: 1\n",
-                       "twice.yaml": "lr: 3e-4\nsteps: 2\nlr: 1e-2\n"}.items():
+                       "twice.yaml": "lr: 3e-4\nsteps: 2\nlr: 1e-2\n",
+                       "pipe.yaml": f"data: 'pipe:touch {w / 'owned'}; cat {w / 'run' / 'nothing.tar'}'\n"}.items():
         (w / name).write_text(text)
     (w / "empty.csv").write_text("")
     (w / "columns.csv").write_text("path,caption\na.jpg,a red star\n")
