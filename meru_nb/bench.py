@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .embed import whole_number
 from .entailment import entailment_loss
 from .expmap import exp_map0
 from .harness import (MEMORY_METHODS, background_load, background_start, html_table, memory_baseline, memory_peak,
@@ -270,7 +271,7 @@ def add_geometry_parser(commands) -> argparse.ArgumentParser:
     geo.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     geo.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     geo.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    geo.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    geo.add_argument("--threads", type=whole_number(1), default=None, help="torch threads (default: torch's choice)")
     geo.add_argument("--no-memory", action="store_true", help="skip the peak memory runs of the compared sizes")
     geo.add_argument("--quiet", action="store_true", help="no progress lines")
     geo.set_defaults(run=run_geometry)
@@ -299,9 +300,9 @@ def add_data_parser(commands) -> argparse.ArgumentParser:
     "Add the `data` subcommand (the loaders' samples/s, chapter 6c) to the subparsers `commands`."
     data = commands.add_parser("data", help="samples/s of the built-in dataset and of JPEG shards, per loader worker count")
     data.add_argument("--out", type=Path, required=True, help="where to write the JSON results")
-    data.add_argument("--samples", type=int, default=2000, help="samples per configuration")
-    data.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts")
-    data.add_argument("--batch", type=int, default=64, help="DataLoader batch size")
+    data.add_argument("--samples", type=whole_number(1), default=2000, help="samples per configuration")
+    data.add_argument("--workers", type=whole_number(0), nargs="+", default=[0, 2], help="DataLoader worker counts")
+    data.add_argument("--batch", type=whole_number(1), default=64, help="DataLoader batch size")
     data.set_defaults(run=run_data)
     return data
 

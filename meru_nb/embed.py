@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['KINDS', 'load_model', 'is_hyperbolic', 'model_kind', 'model_sizes', 'image_batches', 'model_device', 'progress_bar',
            'EvalMode', 'embed_images', 'embed_texts', 'origin_distance', 'read_image', 'read_texts', 'list_images',
-           'ImageFiles', 'add_model_arguments', 'write_embeddings', 'embed_main']
+           'ImageFiles', 'whole_number', 'device_option', 'add_model_arguments', 'write_embeddings', 'embed_main']
 
 # %% ../nbs/08_embed.ipynb #cdcf329b
 import argparse
@@ -20,6 +20,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from .distributed import resolve_device
 from .encoders import tokenize
 from .lorentz import dist0
 from .hycoclip import HyCoCLIP          # registers the model kind 'hycoclip' for load_model and --kind
@@ -189,13 +190,30 @@ class ImageFiles(Dataset):
     def __len__(self): return len(self.paths)
     def __getitem__(self, i): return self.transform(read_image(self.paths[i]))
 
+# %% ../nbs/08_embed.ipynb #bc14cf08
+def whole_number(least: int, below: int | None = None, below_text: str | None = None):
+    "An argparse `type`: a whole number >= `least` (and < `below`, spelled `below_text`), else an error saying which."
+    expected = f"a whole number >= {least}" if below is None else f"a whole number in [{least}, {below_text or below})"
+    def parse(text: str) -> int:
+        try: n = int(text)
+        except ValueError: n = None
+        if n is None or n < least or (below is not None and n >= below):
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
+        return n
+    return parse
+
+def device_option(text: str) -> torch.device:
+    "An argparse `type`: a device this machine has (cpu, cuda, cuda:N, mps or auto), through `resolve_device`."
+    try: return resolve_device(text)
+    except ValueError as e: raise argparse.ArgumentTypeError(str(e)) from None
+
 # %% ../nbs/08_embed.ipynb #a6879c71
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     "The options every command that reads a model shares: the model path, --kind, --batch-size and --device."
     p.add_argument("model", help="model folder, training run folder or reference .pth checkpoint")
     p.add_argument("--kind", choices=list(KINDS), help="refuse a model of another kind")
-    p.add_argument("--batch-size", type=int, default=256, help="images or texts per forward pass")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=whole_number(1), default=256, help="images or texts per forward pass")
+    p.add_argument("--device", type=device_option, default="cpu", help="cpu, cuda, cuda:N, mps or auto")
 
 # %% ../nbs/08_embed.ipynb #1320d72c
 def write_embeddings(path: str | os.PathLike, emb: Tensor, distances: Tensor | None, names: list[str], meta: dict) -> Path:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .scenes import SHAPES
-from .embed import load_model, model_kind
+from .embed import load_model, model_kind, whole_number
 from .zeroshot import zero_shot_builtin
 from .stats import bootstrap_ci
 from .hierarchy import hierarchy_figures, hierarchy_report, tree_metrics
@@ -219,7 +219,7 @@ def main(argv=None) -> int:
     parser.add_argument("--n-probe", type=int, default=600, help="scenes to fit the linear probe on (half as many to test it)")
     parser.add_argument("--n-hierarchy", type=int, default=200, help="scenes for the hierarchy measurements")
     parser.add_argument("--n-binding", type=int, default=400, help="two-object scenes for the binding measurements")
-    parser.add_argument("--seed", type=int, default=1000, help="first seed of the held-out scenes (training uses 0, validation 500)")
+    parser.add_argument("--seed", type=whole_number(0, 2**31, "2**31"), default=1000, help="first seed of the held-out scenes (training uses 0, validation 500)")
     parser.add_argument("--no-figures", action="store_true", help="skip the hierarchy figures")
     args = parser.parse_args(argv)
     results = evaluate_run(args.run_dir, args.n_zero_shot, args.n_retrieval, args.n_probe, args.n_hierarchy,

@@ -19,7 +19,8 @@ from torchvision.transforms import v2
 
 from .data import HierarchicalScenes
 from .scenes import describes
-from .embed import ImageFiles, add_model_arguments, embed_images, embed_texts, load_model, model_sizes
+from .embed import (ImageFiles, add_model_arguments, embed_images, embed_texts, load_model, model_sizes,
+                            whole_number)
 from .zeroshot import scores
 from .pipelines import to_float_tensor
 
@@ -170,7 +171,7 @@ def retrieval_main(argv: list[str] | None = None) -> int:
     src.add_argument("--coco", help="COCO captions JSON (e.g. captions_val2017.json); needs --images")
     src.add_argument("--karpathy", help="Karpathy split JSON (e.g. dataset_flickr30k.json); needs --images")
     src.add_argument("--csv", help="CSV/TSV with filepath and title columns")
-    src.add_argument("--builtin", type=int, metavar="N", help="N built-in scenes with level-4 captions")
+    src.add_argument("--builtin", type=whole_number(1), metavar="N", help="N built-in scenes with level-4 captions")
     p.add_argument("--images", help="image folder (for --csv: the root of its paths)")
     p.add_argument("--split", default="test", help="Karpathy split (default: test)")
     p.add_argument("--out", help="write the result as JSON here")

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .embed import whole_number
 from .encoders import EOT_ID, SOT_ID, TOWER_SIZES, TowerConfig, tower_config
 from .flops import peak_flops, train_flops_per_sample
 from .harness import (MEMORY_METHODS, background_load, background_start, check_device, html_table,
@@ -333,16 +334,16 @@ def add_step_parser(commands) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="where to write the JSON results")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--sizes", default="tiny", help=f"comma-separated tower sizes from {list(TOWER_SIZES)}")
-    p.add_argument("--image-size", type=int, default=None, help="pixels (default: the size's own)")
-    p.add_argument("--batch", type=int, default=64, help="samples per step")
+    p.add_argument("--image-size", type=whole_number(1), default=None, help="pixels (default: the size's own)")
+    p.add_argument("--batch", type=whole_number(1), default=64, help="samples per step")
     p.add_argument("--precision", default="fp32", help=f"one of {list(AUTOCAST_DTYPES)} (autocast)")
     p.add_argument("--compile", default="off", help=f"torch.compile: one of {list(COMPILE_MODES)}")
     p.add_argument("--channels-last", action="store_true", help="channels-last images and patch embedding")
     p.add_argument("--fused", choices=["auto", "on", "off"], default="auto", help="fused AdamW (auto: on for CUDA)")
-    p.add_argument("--repeats", type=int, default=20, help="timed rounds")
-    p.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--embed-batch", type=int, default=None, help="batch of the embedding throughput (default: --batch)")
+    p.add_argument("--repeats", type=whole_number(1), default=20, help="timed rounds")
+    p.add_argument("--warmup", type=whole_number(0), default=3, help="untimed rounds first")
+    p.add_argument("--threads", type=whole_number(1), default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--embed-batch", type=whole_number(1), default=None, help="batch of the embedding throughput (default: --batch)")
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for MFU")
     p.add_argument("--no-memory", action="store_true", help="skip the CPU's fresh-process memory runs")
     p.add_argument("--no-embed", action="store_true", help="skip the embedding throughput")

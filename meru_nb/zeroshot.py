@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from .data import HierarchicalScenes
 from .scenes import CAPTION_FRAMES, COLOURS, SHAPES, with_article
-from .embed import add_model_arguments, embed_images, embed_texts, load_model, model_kind, model_sizes, read_image
+from .embed import add_model_arguments, whole_number, embed_images, embed_texts, load_model, model_kind, model_sizes, read_image
 from .expmap import exp_map0
 from .lorentz import pairwise_inner
 from .pipelines import eval_transform
@@ -166,7 +166,7 @@ def zeroshot_main(argv: list[str] | None = None) -> int:
     add_model_arguments(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--folder", help="ImageFolder layout: one subfolder of images per class")
-    src.add_argument("--builtin", type=int, metavar="N", help="classify the shapes of N built-in scenes")
+    src.add_argument("--builtin", type=whole_number(1), metavar="N", help="classify the shapes of N built-in scenes")
     p.add_argument("--classnames", help="JSON list (folder order) or dict {folder: name}; default: folder names")
     p.add_argument("--templates", default="imagenet", help=f"one of {list(TEMPLATES)} or a JSON list of templates with '{{}}'")
     p.add_argument("--out", help="write the full result as JSON here")

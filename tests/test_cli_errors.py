@@ -66,6 +66,10 @@ def cases(w: Path) -> dict:
         "yaml-fraction-steps": case(["train", "-f", str(w / "fraction.yaml"), "--out-dir", out], "`steps` must be a whole number, got steps=5.7"),
         "yaml-list": case(["train", "-f", str(w / "list.yaml"), "--out-dir", out], "must map names to values"),
         "yaml-unknown-key": case(["train", "-f", str(w / "unknown.yaml"), "--out-dir", out], "unknown parameter(s) ['learning_rate']"),
+        "yaml-duplicate-key": case(["train", "-f", str(w / "twice.yaml"), "--out-dir", run],
+                                   "twice.yaml' sets 'lr' twice (lines 1 and 3)", watch=[run]),
+        "yaml-runs-a-shell": case(["train", "-f", str(w / "pipe.yaml"), "--out-dir", out],
+                                  "pipe.yaml' sets data='pipe:touch", watch=[str(w / "owned")]),
         "yaml-missing": case(["train", "-f", str(w / "nowhere.yaml")], "does not exist"),
         "preset-unknown": case(["train", "--preset", "meru_vit_xl"], "unknown preset 'meru_vit_xl'"),
         "out-dir-is-a-file": case(["train", "--out-dir", str(w / "file.txt")], "is a file, not a folder", watch=[str(w / "file.txt")]),
@@ -109,6 +113,28 @@ def cases(w: Path) -> dict:
                                                 '["a photo, in colour"]'], "got ['a photo, in colour']"),
         "config-huge-vocab": case(["embed", bad_model("hugevocab"), *texts], "wrong shapes: textual.token_embedding.weight"),
         "retrieval-csv-wrong-columns": case(["retrieval", model, "--csv", str(w / "columns.csv")], "column"),
+        # options every command shares, checked as they are parsed
+        "embed-batch-size-negative": case(["embed", model, *texts, "--batch-size", "-1"],
+                                          "argument --batch-size: must be a whole number >= 1, got '-1'", watch=[str(w / "emb.npy")]),
+        "embed-batch-size-0": case(["embed", model, *texts, "--batch-size", "0"], "argument --batch-size: must be a whole number >= 1"),
+        "zeroshot-batch-size-0": case(["zeroshot", model, "--builtin", "4", "--batch-size", "0"], "argument --batch-size: must be"),
+        "retrieval-batch-size-0": case(["retrieval", model, "--builtin", "4", "--batch-size", "0"], "argument --batch-size: must be"),
+        "embed-device-meta": case(["embed", model, *texts, "--device", "meta"], "argument --device: `device` must be"),
+        "zeroshot-device-cuda-abc": case(["zeroshot", model, "--builtin", "4", "--device", "cuda:abc"], "got device='cuda:abc'"),
+        "retrieval-device-mps": case(["retrieval", model, "--builtin", "4", "--device", "mps"], "'mps' but MPS is not available",
+                                     xfail=None if not torch.backends.mps.is_available() else "this machine has MPS"),
+        "embed-device-cuda-without-gpu": case(["embed", model, *texts, "--device", "cuda"], "no usable CUDA GPU",
+                                              xfail=None if not torch.cuda.is_available() else "this machine has a GPU"),
+        "zeroshot-builtin-0": case(["zeroshot", model, "--builtin", "0"], "argument --builtin: must be a whole number >= 1, got '0'"),
+        "retrieval-builtin-0": case(["retrieval", model, "--builtin", "0"], "argument --builtin: must be a whole number >= 1, got '0'"),
+        "evaluate-seed-too-large": case(["evaluate", run, "--seed", str(2**70)], "argument --seed: must be a whole number in [0, 2**31)",
+                                        watch=[run]),
+        "bench-step-batch-0": case(["bench", "step", "--batch", "0", "--out", str(w / "b.json")],
+                                   "argument --batch: must be a whole number >= 1, got '0'", watch=[str(w / "b.json")]),
+        "bench-step-threads-negative": case(["bench", "step", "--threads", "-3", "--out", str(w / "b.json")],
+                                            "argument --threads: must be a whole number >= 1, got '-3'"),
+        "bench-geometry-threads-negative": case(["bench", "geometry", "--threads", "-3", "--out", str(w / "b.json")],
+                                                "argument --threads: must be a whole number >= 1, got '-3'"),
         # benchmarks
         "bench-sizes-negative": case(["bench", "geometry", "--sizes", "-3", "--out", str(w / "b.json")], "--sizes must be positive"),
         "bench-without-geoopt": case(["bench", "geometry", "--sizes", "4", "--out", str(w / "b.json")], "meru_nb[bench]",
@@ -160,7 +186,9 @@ def workspace(tmp_path_factory):
     (w / "mixed" / "tb" / "notes.txt").write_text("my notes\n")
     (w / "file.txt").write_text("not a folder\n")
     for name, text in {"syntax.yaml": "lr: [1, 2\n", "text.yaml": "lr: abc\n", "fraction.yaml": "steps: 5.7\n",
-                       "list.yaml": "- 1\n- 2\n", "unknown.yaml": "learning_rate: 1\n"}.items():
+                       "list.yaml": "- 1\n- 2\n", "unknown.yaml": "learning_rate: 1\n",
+                       "twice.yaml": "lr: 3e-4\nsteps: 2\nlr: 1e-2\n",
+                       "pipe.yaml": f"data: 'pipe:touch {w / 'owned'}; cat {w / 'run' / 'nothing.tar'}'\n"}.items():
         (w / name).write_text(text)
     (w / "empty.csv").write_text("")
     (w / "columns.csv").write_text("path,caption\na.jpg,a red star\n")
@@ -178,9 +206,11 @@ def workspace(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def outcomes(workspace):
-    "Every case run once, two processes at a time: {id: (returncode, stdout, stderr, digests before, after)}."
-    table = cases(workspace)
+def outcomes(workspace, request):
+    "Every selected case (all, or those `-k` picks) run once, two processes at a time: {id: (returncode, stdout, stderr, digests before, after)}."
+    chosen = {item.callspec.params["name"] for item in request.session.items
+              if getattr(item, "callspec", None) and "name" in item.callspec.params}
+    table = {name: c for name, c in cases(workspace).items() if name in chosen}
 
     def run(item):
         name, c = item
