@@ -22,7 +22,7 @@ help:
 	@echo "make export-check  meru_nb/ is what nbdev-export makes of nbs/ (changes nothing)"
 	@echo "make clean-check   every notebook is as nbdev-clean leaves it (changes nothing)"
 	@echo "make emoji-data  the emoji pictures of chapter 06d (npm pack of three pinned packages, checksums checked) into data/emoji/"
-	@echo "make study  MERU's entailment weight: 5 values x 3 seeds and the bag of tokens, at 1500 steps (~STUDY_MIN min on 2 cores)"
+	@echo "make study  MERU's entailment weight: 5 values x 3 seeds and the bag of tokens, at 1500 steps (about 2 h on 2 cores)"
 	@echo "make study-remedies  four remedies for MERU's stall at lambda = 0.2 against none, 3 seeds at 1500 steps, and the earlier recipe (~95 min on 2 cores)"
 	@echo "make study-steps  make run's recipe: hard negatives for MERU and CLIP, CLIP, and the bag of tokens as an ablation (~40 min on 2 cores)"
 	@echo "make study-hycoclip  HyCoCLIP, MERU and CLIP with make run's recipe, measured on test scenes (chapter 11b)"
