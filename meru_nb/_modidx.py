@@ -568,6 +568,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'meru_nb.stepbench.embed_table': ('stepbench.html#embed_table', 'meru_nb/stepbench.py'),
                                    'meru_nb.stepbench.embed_throughput': ('stepbench.html#embed_throughput', 'meru_nb/stepbench.py'),
                                    'meru_nb.stepbench.goals_met': ('stepbench.html#goals_met', 'meru_nb/stepbench.py'),
+                                   'meru_nb.stepbench.kinds_for': ('stepbench.html#kinds_for', 'meru_nb/stepbench.py'),
                                    'meru_nb.stepbench.make_batch': ('stepbench.html#make_batch', 'meru_nb/stepbench.py'),
                                    'meru_nb.stepbench.make_optimizer': ('stepbench.html#make_optimizer', 'meru_nb/stepbench.py'),
                                    'meru_nb.stepbench.memory_fresh': ('stepbench.html#memory_fresh', 'meru_nb/stepbench.py'),

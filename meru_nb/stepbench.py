@@ -199,15 +199,22 @@ def embed_throughput(models: dict, images: Tensor, tokens: Tensor, precision: st
                    "texts_per_s": len(tokens) / statistics.median(times[name, "text"])} for name in models}
 
 # %% ../nbs/12c_stepbench.ipynb #80a83c56
+SKIP_REASON = "open_clip builds no text transformer of 0 layers (this size's text tower is a bag of tokens)"
+
+def kinds_for(cfg) -> tuple:
+    "The kinds of `KINDS` that can step on towers `cfg`: open_clip's needs a text transformer of at least one layer."
+    return KINDS if cfg.text_layers > 0 else tuple(k for k in KINDS if k != "open_clip")
+
 def _bench_one(size, image_size, compile_, o: dict, verbose) -> dict:
     "One size and compile setting: interleaved steps of all kinds, ratios, FLOP rates, memory."
     cfg = tower_config(size, image_size=image_size)
+    steps_here = kinds_for(cfg)
     device, batch = torch.device(o["device"]), o["batch"]
     report_progress(verbose, f"{size} @ {cfg.image_size}px, B={batch}, {o['precision']}, compile {'on' if compile_ else 'off'}")
     background = background_start()
     images, tokens = make_batch(cfg, batch, o["seed"], device)
     steppers = {k: Stepper(build_step_model(k, cfg), images, tokens, o["precision"], compile_, o["channels_last"],
-                           o["fused"], o["compile_backend"]) for k in KINDS}
+                           o["fused"], o["compile_backend"]) for k in steps_here}
     timed = time_steps_interleaved(steppers, o["repeats"], o["warmup"])
     flops, peak = train_flops_per_sample(cfg, batch), o["peak_flops"]
     kinds = {}
@@ -223,12 +230,13 @@ def _bench_one(size, image_size, compile_, o: dict, verbose) -> dict:
         kinds[k] = s
     del steppers, timed
     if o["memory"] and device.type == "cpu" and not compile_:
-        for k in KINDS:
+        for k in steps_here:
             m = memory_fresh(k, size, image_size, batch, o["precision"], device, 2, o["threads"], o["fused"])
             kinds[k].update(peak_memory_bytes=m["peak_bytes"], memory_method=m["memory_method"] + " (fresh process, 2 steps)")
     entry = {"size": size, "image_size": cfg.image_size, "batch": batch, "compile": compile_, "towers": dataclasses.asdict(cfg),
              "train_flops_per_sample": flops, "peak_flops": peak, "kinds": kinds,
-             "ratios": {f"meru/{k}": interleaved_ratios(kinds["meru"]["times_s"], kinds[k]["times_s"]) for k in ("clip", "open_clip")}}
+             "ratios": {f"meru/{k}": interleaved_ratios(kinds["meru"]["times_s"], kinds[k]["times_s"]) for k in ("clip", "open_clip") if k in kinds},
+             "skipped": {k: SKIP_REASON for k in KINDS if k not in kinds}}
     entry["background_load"] = background_load(background)
     report_progress(verbose, "  " + ", ".join(f"{k} {v['median_s'] * 1e3:.1f} ms" for k, v in kinds.items())
          + f"; meru/clip {entry['ratios']['meru/clip']['ratio_of_medians']:.3f}")
