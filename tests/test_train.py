@@ -350,19 +350,24 @@ def test_ctrl_c_says_where_the_run_is_saved_and_exits_130(tmp_path):
     "SIGINT in `meru-nb train`: one line naming the step and the checkpoint, exit status 130; resume then finishes the run."
     import os, signal, subprocess, sys, time
     out = tmp_path / "run"
-    argv = ["--out-dir", str(out), "--steps", "400", "--batch-size", "8", "--warmup-steps", "1", "--ckpt-every", "2",
+    # far more steps than the test waits for, so that a busy machine cannot let the run finish before the signal
+    argv = ["--out-dir", str(out), "--steps", "100000", "--batch-size", "8", "--warmup-steps", "1", "--ckpt-every", "2",
             "--n-samples", "64", "--progress", "false"]
     driver = "import sys; from meru_nb.cli import main; sys.exit(main())"
     p = subprocess.Popen([sys.executable, "-c", driver, "train", *argv], stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
     deadline = time.time() + 120
-    while time.time() < deadline and len(read_log(out)) < 3:
+    log = out / "log.jsonl"                                 # complete lines only: the trainer may be mid-write
+    while time.time() < deadline and (log.read_text().count("\n") if log.exists() else 0) < 3:
         time.sleep(0.2)
     p.send_signal(signal.SIGINT)
-    err = p.communicate(timeout=120)[1]
+    try:
+        err = p.communicate(timeout=120)[1]
+    finally:
+        p.kill()                                            # no trainer left behind if the signal was ignored
     assert p.returncode == 130, err[-2000:]
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
-    assert re.search(r"interrupted after step \d+ of 400; the run is saved at step \d+ in .*resume=True", lines[0]), lines[0]
+    assert re.search(r"interrupted after step \d+ of 100000; the run is saved at step \d+ in .*resume=True", lines[0]), lines[0]
     saved = load_checkpoint(out / "checkpoint.pt")["step"]
     assert int(re.search(r"saved at step (\d+)", lines[0])[1]) == saved
