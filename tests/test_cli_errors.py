@@ -111,6 +111,11 @@ def cases(w: Path) -> dict:
                                             "--templates: '[\"a {}\", \"b {}\"' is not valid JSON"),
         "zeroshot-template-without-slot": case(["zeroshot", model, "--folder", str(w / "folder"), "--templates",
                                                 '["a photo, in colour"]'], "got ['a photo, in colour']"),
+        "embed-texts-json-malformed": case(["embed", model, "--texts", str(w / "broken.json"), "--out", str(w / "emb.npy")],
+                                           "broken.json' is not valid JSON", watch=[str(w / "emb.npy")]),
+        "embed-texts-inline-not-strings": case(["embed", model, "--texts", "[1, 2]", "--out", str(w / "emb.npy")],
+                                               "--texts '[1, 2]' must hold a JSON list of strings"),
+        "embed-texts-empty": case(["embed", model, "--texts", "", "--out", str(w / "emb.npy")], "--texts is empty"),
         "config-huge-vocab": case(["embed", bad_model("hugevocab"), *texts], "wrong shapes: textual.token_embedding.weight"),
         "retrieval-csv-wrong-columns": case(["retrieval", model, "--csv", str(w / "columns.csv")], "column"),
         # options every command shares, checked as they are parsed
@@ -197,6 +202,7 @@ def workspace(tmp_path_factory):
     (w / "shards").mkdir()
     (w / "adir.npy").mkdir()                             # a folder where an output file should go
     (w / "texts.txt").write_text("a red star\na blue circle\n")
+    (w / "broken.json").write_text('["a red star", "a blue circle"')
     from PIL import Image
     for label in ("a", "b"):
         (w / "folder" / label).mkdir(parents=True)
