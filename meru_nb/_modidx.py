@@ -457,6 +457,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'meru_nb.pipelines.eval_transform': ('pipelines.html#eval_transform', 'meru_nb/pipelines.py'),
                                    'meru_nb.pipelines.expand_shards': ('pipelines.html#expand_shards', 'meru_nb/pipelines.py'),
                                    'meru_nb.pipelines.loader_throughput': ('pipelines.html#loader_throughput', 'meru_nb/pipelines.py'),
+                                   'meru_nb.pipelines.read_utf8': ('pipelines.html#read_utf8', 'meru_nb/pipelines.py'),
                                    'meru_nb.pipelines.redcaps_caption': ('pipelines.html#redcaps_caption', 'meru_nb/pipelines.py'),
                                    'meru_nb.pipelines.sample_caption': ('pipelines.html#sample_caption', 'meru_nb/pipelines.py'),
                                    'meru_nb.pipelines.segment_subreddit': ('pipelines.html#segment_subreddit', 'meru_nb/pipelines.py'),

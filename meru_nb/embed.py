@@ -26,7 +26,7 @@ from .encoders import tokenize
 from .lorentz import dist0
 from .hycoclip import HyCoCLIP          # registers the model kind 'hycoclip' for load_model and --kind
 from .models import MODEL_KINDS, import_reference, load
-from .pipelines import IMAGE_EXTENSIONS, decode_image, eval_transform
+from .pipelines import IMAGE_EXTENSIONS, decode_image, eval_transform, read_utf8
 
 # %% ../nbs/08_embed.ipynb #2769795d
 KINDS = tuple(MODEL_KINDS)   # for --kind: meru, clip and hycoclip
@@ -176,9 +176,9 @@ def read_texts(path: str | os.PathLike) -> list[str]:
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"text file {str(path)!r} does not exist")
     if path.suffix.lower() == ".json":
-        texts = _json_texts(path.read_text(), repr(str(path)))
+        texts = _json_texts(read_utf8(path), repr(str(path)))
     else:
-        texts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        texts = [line.strip() for line in read_utf8(path).splitlines() if line.strip()]
     if not texts: raise ValueError(f"no texts in {str(path)!r}")
     return texts
 

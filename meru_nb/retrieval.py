@@ -9,6 +9,7 @@ __all__ = ['relevance', 'recall_at_k', 'chance_recall', 'retrieval', 'RetrievalS
 # %% ../nbs/09_retrieval.ipynb #585b0ba2
 import argparse
 import csv
+import io
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -22,7 +23,7 @@ from .scenes import describes
 from .embed import (ImageFiles, add_model_arguments, embed_images, embed_texts, load_model, model_sizes,
                             whole_number)
 from .zeroshot import scores
-from .pipelines import to_float_tensor
+from .pipelines import read_utf8, to_float_tensor
 
 # %% ../nbs/09_retrieval.ipynb #31d0f676
 def relevance(txt_to_img, n_images: int) -> Tensor:
@@ -129,13 +130,12 @@ def read_csv(path, root=None, image_key: str = "filepath", caption_key: str = "t
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"CSV file {str(path)!r} does not exist")
     root = _folder(root) if root is not None else path.parent
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter=sep or ("\t" if path.suffix.lower() == ".tsv" else ","))
-        missing = [k for k in (image_key, caption_key) if k not in (reader.fieldnames or [])]
-        if missing: raise ValueError(f"{path.name} has no column {missing}; its columns are {reader.fieldnames}")
-        caps = {}
-        for row in reader:
-            if (row[caption_key] or "").strip(): caps.setdefault(row[image_key].strip(), []).append(row[caption_key].strip())
+    reader = csv.DictReader(io.StringIO(read_utf8(path), newline=""), delimiter=sep or ("\t" if path.suffix.lower() == ".tsv" else ","))
+    missing = [k for k in (image_key, caption_key) if k not in (reader.fieldnames or [])]
+    if missing: raise ValueError(f"{path.name} has no column {missing}; its columns are {reader.fieldnames}")
+    caps = {}
+    for row in reader:
+        if (row[caption_key] or "").strip(): caps.setdefault(row[image_key].strip(), []).append(row[caption_key].strip())
     return _check([root / p for p in caps], list(caps.values()), path)
 
 def squeeze_transform(size: int = 224):

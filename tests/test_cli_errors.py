@@ -80,6 +80,8 @@ def cases(w: Path) -> dict:
                                     block=["torch.utils.tensorboard", "tensorboard"], watch=[run]),
         "csv-wrong-columns": case(["train", "--data", str(w / "columns.csv"), "--out-dir", out], "has no column ['filepath', 'title']"),
         "csv-no-readable-image": case(["train", "--data", str(w / "unreadable.csv"), "--out-dir", out], "has a readable image"),
+        "csv-latin-1": case(["train", "--data", str(w / "latin.csv"), "--out-dir", out],
+                            "latin.csv' is not UTF-8 text: byte 33 (line 2) is 0xe9"),
         "csv-missing": case(["train", "--data", str(w / "nowhere.csv"), "--out-dir", out], "does not exist"),
         "csv-empty": case(["train", "--data", str(w / "empty.csv"), "--out-dir", out], "is empty: expected a header row"),
         "data-a-folder": case(["train", "--data", str(w / "shards"), "--out-dir", out], "is a folder, not a shard"),
@@ -116,8 +118,11 @@ def cases(w: Path) -> dict:
         "embed-texts-inline-not-strings": case(["embed", model, "--texts", "[1, 2]", "--out", str(w / "emb.npy")],
                                                "--texts '[1, 2]' must hold a JSON list of strings"),
         "embed-texts-empty": case(["embed", model, "--texts", "", "--out", str(w / "emb.npy")], "--texts is empty"),
+        "embed-texts-latin-1": case(["embed", model, "--texts", str(w / "latin.txt"), "--out", str(w / "emb.npy")],
+                                    "latin.txt' is not UTF-8 text: byte 16 (line 2)"),
         "config-huge-vocab": case(["embed", bad_model("hugevocab"), *texts], "wrong shapes: textual.token_embedding.weight"),
         "retrieval-csv-wrong-columns": case(["retrieval", model, "--csv", str(w / "columns.csv")], "column"),
+        "retrieval-csv-latin-1": case(["retrieval", model, "--csv", str(w / "latin.csv")], "latin.csv' is not UTF-8 text: byte 33"),
         # options every command shares, checked as they are parsed
         "embed-batch-size-negative": case(["embed", model, *texts, "--batch-size", "-1"],
                                           "argument --batch-size: must be a whole number >= 1, got '-1'", watch=[str(w / "emb.npy")]),
@@ -197,6 +202,8 @@ def workspace(tmp_path_factory):
         (w / name).write_text(text)
     (w / "empty.csv").write_text("")
     (w / "columns.csv").write_text("path,caption\na.jpg,a red star\n")
+    (w / "latin.csv").write_bytes("filepath,title\nnotimage.jpg,a café\n".encode("latin-1"))   # not UTF-8
+    (w / "latin.txt").write_bytes("a red star\na café\n".encode("latin-1"))
     (w / "notimage.jpg").write_text("this is text, not a JPEG\n")
     (w / "unreadable.csv").write_text("filepath,title\nnotimage.jpg,a red star\n")
     (w / "shards").mkdir()
