@@ -41,6 +41,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'meru_nb.checkpoint.clear_run': ('checkpoint.html#clear_run', 'meru_nb/checkpoint.py'),
                                     'meru_nb.checkpoint.load_checkpoint': ('checkpoint.html#load_checkpoint', 'meru_nb/checkpoint.py'),
                                     'meru_nb.checkpoint.log_line': ('checkpoint.html#log_line', 'meru_nb/checkpoint.py'),
+                                    'meru_nb.checkpoint.log_records': ('checkpoint.html#log_records', 'meru_nb/checkpoint.py'),
                                     'meru_nb.checkpoint.plot_log': ('checkpoint.html#plot_log', 'meru_nb/checkpoint.py'),
                                     'meru_nb.checkpoint.read_log': ('checkpoint.html#read_log', 'meru_nb/checkpoint.py'),
                                     'meru_nb.checkpoint.remove_temporaries': ( 'checkpoint.html#remove_temporaries',

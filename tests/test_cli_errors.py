@@ -52,6 +52,8 @@ def cases(w: Path) -> dict:
                                               "checkpoint.pt' is not a readable checkpoint", watch=[str(w / "truncated")]),
         "resume-a-pickle-of-code": case(["train", "--out-dir", str(w / "payload"), *SAME_RUN, "--resume", "true"],
                                         "checkpoint.pt' is not a readable checkpoint", watch=[str(w / "payload")]),
+        "resume-a-log-damaged-before-its-end": case(["train", "--out-dir", str(w / "tornlog"), *SAME_RUN, "--resume", "true"],
+                                                    "tornlog/log.jsonl' is not a log record", watch=[str(w / "tornlog")]),
         "embed-out-is-a-folder": case(["embed", model, "--texts", str(w / "texts.txt"), "--out", str(w / "adir.npy")],
                                       "adir.npy"),
         "into-a-model-folder": case(["train", "--out-dir", model, "--overwrite", "true", "--steps", "2", "--warmup-steps", "1"],
@@ -187,6 +189,9 @@ def workspace(tmp_path_factory):
     (w / "truncated" / "checkpoint.pt").write_bytes(blob[: len(blob) // 2])
     import pickle
     (w / "payload" / "checkpoint.pt").write_bytes(pickle.dumps(os.system))
+    shutil.copytree(w / "run", w / "tornlog")            # the run, the first line of its log cut short
+    first, *rest = (w / "run" / "log.jsonl").read_text().splitlines(keepends=True)
+    (w / "tornlog" / "log.jsonl").write_text(first[:25] + "\n" + "".join(rest))
     for folder in ("leftovers", "mixed"):                # what a run leaves; in `mixed`, a file of the user's in tb/ too
         (w / folder / "tb").mkdir(parents=True)
         for name, source in (("summary.json", "summary.json"), ("curves.png", "curves.png"),
