@@ -76,6 +76,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'meru_nb.config.TrainConfig.__post_init__': ('config.html#trainconfig.__post_init__', 'meru_nb/config.py'),
                                 'meru_nb.config._field_help': ('config.html#_field_help', 'meru_nb/config.py'),
                                 'meru_nb.config._field_kind': ('config.html#_field_kind', 'meru_nb/config.py'),
+                                'meru_nb.config._fit_warmup': ('config.html#_fit_warmup', 'meru_nb/config.py'),
                                 'meru_nb.config._parse_bool': ('config.html#_parse_bool', 'meru_nb/config.py'),
                                 'meru_nb.config.check_fields': ('config.html#check_fields', 'meru_nb/config.py'),
                                 'meru_nb.config.coerce_field': ('config.html#coerce_field', 'meru_nb/config.py'),

@@ -62,7 +62,10 @@ def cases(w: Path) -> dict:
         "lr-text": case(["train", "--lr", "fast", "--out-dir", out], "invalid float value: 'fast'"),
         "steps-fraction": case(["train", "--steps", "5.7", "--out-dir", out], "invalid int value: '5.7'"),
         "resume-maybe": case(["train", "--resume", "maybe", "--out-dir", out], "expected true or false"),
-        "warmup-beyond-steps": case(["train", "--steps", "3", "--out-dir", out], "`warmup_steps` must be in [0, steps=3]"),
+        "warmup-beyond-steps": case(["train", "--steps", "3", "--warmup-steps", "5", "--out-dir", out],
+                                    "`warmup_steps` must be in [0, steps=3], got warmup_steps=5"),
+        "warmup-in-a-file-beyond-steps": case(["train", "-f", str(w / "warmup.yaml"), "--steps", "3", "--out-dir", out],
+                                              "got warmup_steps=50"),
         "yaml-syntax": case(["train", "-f", str(w / "syntax.yaml"), "--out-dir", run], "is not valid YAML", watch=[run]),
         "yaml-number-as-text": case(["train", "-f", str(w / "text.yaml"), "--out-dir", out], "`lr` must be a number, got lr='abc'"),
         "yaml-fraction-steps": case(["train", "-f", str(w / "fraction.yaml"), "--out-dir", out], "`steps` must be a whole number, got steps=5.7"),
@@ -203,6 +206,7 @@ def workspace(tmp_path_factory):
     for name, text in {"syntax.yaml": "lr: [1, 2\n", "text.yaml": "lr: abc\n", "fraction.yaml": "steps: 5.7\n",
                        "list.yaml": "- 1\n- 2\n", "unknown.yaml": "learning_rate: 1\n",
                        "twice.yaml": "lr: 3e-4\nsteps: 2\nlr: 1e-2\n",
+                       "warmup.yaml": "warmup_steps: 50\n",
                        "pipe.yaml": f"data: 'pipe:touch {w / 'owned'}; cat {w / 'run' / 'nothing.tar'}'\n"}.items():
         (w / name).write_text(text)
     (w / "empty.csv").write_text("")
