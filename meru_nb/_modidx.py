@@ -617,6 +617,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'meru_nb.zeroshot': { 'meru_nb.zeroshot._read_json_or_list': ('zeroshot.html#_read_json_or_list', 'meru_nb/zeroshot.py'),
                                   'meru_nb.zeroshot._regular_image': ('zeroshot.html#_regular_image', 'meru_nb/zeroshot.py'),
                                   'meru_nb.zeroshot.builtin_classes': ('zeroshot.html#builtin_classes', 'meru_nb/zeroshot.py'),
+                                  'meru_nb.zeroshot.check_classnames': ('zeroshot.html#check_classnames', 'meru_nb/zeroshot.py'),
                                   'meru_nb.zeroshot.class_embeddings': ('zeroshot.html#class_embeddings', 'meru_nb/zeroshot.py'),
                                   'meru_nb.zeroshot.classification_metrics': ( 'zeroshot.html#classification_metrics',
                                                                                'meru_nb/zeroshot.py'),
