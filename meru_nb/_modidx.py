@@ -485,6 +485,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'meru_nb.retrieval': { 'meru_nb.retrieval.RetrievalSet': ('retrieval.html#retrievalset', 'meru_nb/retrieval.py'),
                                    'meru_nb.retrieval._check': ('retrieval.html#_check', 'meru_nb/retrieval.py'),
                                    'meru_nb.retrieval._folder': ('retrieval.html#_folder', 'meru_nb/retrieval.py'),
+                                   'meru_nb.retrieval._get': ('retrieval.html#_get', 'meru_nb/retrieval.py'),
                                    'meru_nb.retrieval._hits': ('retrieval.html#_hits', 'meru_nb/retrieval.py'),
                                    'meru_nb.retrieval._json': ('retrieval.html#_json', 'meru_nb/retrieval.py'),
                                    'meru_nb.retrieval.chance_recall': ('retrieval.html#chance_recall', 'meru_nb/retrieval.py'),

@@ -137,6 +137,14 @@ def cases(w: Path) -> dict:
                                     "latin.txt' is not UTF-8 text: byte 16 (line 2)"),
         "config-huge-vocab": case(["embed", bad_model("hugevocab"), *texts], "wrong shapes: textual.token_embedding.weight"),
         "retrieval-csv-wrong-columns": case(["retrieval", model, "--csv", str(w / "columns.csv")], "column"),
+        "retrieval-coco-without-caption": case(["retrieval", model, "--coco", str(w / "coco.json"), "--images", str(w / "folder")],
+                                               "coco.json' has no key 'caption' in annotations[0]"),
+        "retrieval-coco-without-images": case(["retrieval", model, "--coco", str(w / "coco-images.json"), "--images",
+                                               str(w / "folder")], "coco-images.json' has no key 'images'"),
+        "retrieval-karpathy-without-sentences": case(["retrieval", model, "--karpathy", str(w / "karpathy.json"), "--images",
+                                                      str(w / "folder")], "karpathy.json' has no key 'sentences' in images[0]"),
+        "retrieval-karpathy-without-raw": case(["retrieval", model, "--karpathy", str(w / "karpathy-raw.json"), "--images",
+                                                str(w / "folder")], "karpathy-raw.json' has no key 'raw' in images[0].sentences[0]"),
         "retrieval-csv-latin-1": case(["retrieval", model, "--csv", str(w / "latin.csv")], "latin.csv' is not UTF-8 text: byte 33"),
         # options every command shares, checked as they are parsed
         "embed-batch-size-negative": case(["embed", model, *texts, "--batch-size", "-1"],
@@ -219,6 +227,12 @@ def workspace(tmp_path_factory):
                        "warmup.yaml": "warmup_steps: 50\n",
                        "pipe.yaml": f"data: 'pipe:touch {w / 'owned'}; cat {w / 'run' / 'nothing.tar'}'\n"}.items():
         (w / name).write_text(text)
+    for name, content in {"coco.json": {"images": [{"id": 1, "file_name": "a/good.png"}], "annotations": [{"image_id": 1}]},
+                          "coco-images.json": {"annotations": [{"image_id": 1, "caption": "a red star"}]},
+                          "karpathy.json": {"images": [{"filename": "a/good.png", "split": "test"}]},
+                          "karpathy-raw.json": {"images": [{"filename": "a/good.png", "split": "test",
+                                                            "sentences": [{"tokens": ["a", "red", "star"]}]}]}}.items():
+        (w / name).write_text(json.dumps(content))       # annotation files, each without one key of its format
     (w / "empty.csv").write_text("")
     (w / "columns.csv").write_text("path,caption\na.jpg,a red star\n")
     (w / "latin.csv").write_bytes("filepath,title\nnotimage.jpg,a café\n".encode("latin-1"))   # not UTF-8
