@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['RUNTIME_FIELDS', 'RUN_FILES', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'log_line',
-           'read_log', 'plot_log', 'run_fields', 'check_out_dir', 'clear_run', 'RunLock', 'save_run_state',
-           'restore_run_state', 'remove_temporaries']
+           'log_records', 'read_log', 'plot_log', 'run_fields', 'check_out_dir', 'clear_run', 'RunLock',
+           'save_run_state', 'restore_run_state', 'remove_temporaries']
 
 # %% ../nbs/07c_checkpoint.ipynb #abaab77b
 import dataclasses
@@ -16,6 +16,7 @@ import platform
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -75,10 +76,27 @@ def log_line(record: dict) -> str:
     clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
     return json.dumps(clean, allow_nan=False) + "\n"
 
+def log_records(path: str | os.PathLike) -> list[tuple[str, dict]]:
+    "(line, record) for each line of the log file `path`; a torn last line is dropped with a warning, any other bad line is a ValueError."
+    path = Path(path)
+    numbered = [(n, line) for n, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
+    out = []
+    for k, (n, line) in enumerate(numbered):
+        try: record = json.loads(line)
+        except json.JSONDecodeError: record = None
+        if isinstance(record, dict) and "step" in record:
+            out.append((line, record))
+        elif k == len(numbered) - 1:                     # what a writer killed in mid-line leaves
+            warnings.warn(f"dropped line {n} of {str(path)!r}: a record cut short when the run was stopped", stacklevel=2)
+        else:
+            raise ValueError(f"line {n} of {str(path)!r} is not a log record ({line[:60]!r}): the log is damaged; "
+                             "remove that line to go on")
+    return out
+
 def read_log(out_dir: str | os.PathLike) -> list[dict]:
-    "The per-step records of the run in `out_dir` (its log.jsonl)."
+    "The per-step records of the run in `out_dir` (its log.jsonl), read by `log_records`."
     path = Path(out_dir) / "log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return [record for _, record in log_records(path)] if path.exists() else []
 
 def plot_log(records: list[dict] | dict, axes=None):
     "Curves of a run: loss terms, logit scale, curvature, alphas and lr; `records` may be {label: records}."
@@ -241,7 +259,7 @@ def restore_run_state(out_dir, model, optimizer, scheduler, scaler, device, lead
     scaler.load_state_dict(ckpt["scaler"])
     set_rng_state(ckpt["rng"])
     if lead and log.exists():
-        kept = [line for line in log.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= ckpt["step"]]
+        kept = [line for line, record in log_records(log) if record["step"] <= ckpt["step"]]
         log.write_text("".join(line + "\n" for line in kept))
     return ckpt["step"], ckpt["elapsed"]
 

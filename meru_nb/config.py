@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,6 +192,15 @@ def runs_shell(data) -> bool:
     "Whether the data source `data` holds a webdataset `pipe:` URL, a shell command (anywhere: a '::' list or a brace pattern may hide one)."
     return "pipe:" in str(data)
 
+# %% ../nbs/07_config.ipynb #ac8f4054
+def _fit_warmup(values: dict, given: set) -> tuple[dict, str]:
+    "`values` with a warmup the user did not give (`given`: names set by a file or an option) cut to the steps, and a note saying so."
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    steps, warmup = values.get("steps", fields["steps"]), values.get("warmup_steps", fields["warmup_steps"])
+    if "warmup_steps" in given or not isinstance(steps, int) or not 0 < steps < warmup: return values, ""
+    return {**values, "warmup_steps": steps}, (f"meru-nb train: note: warming up over all {steps} steps (the default "
+                                               f"warmup_steps={warmup} is longer than the run; give --warmup-steps to choose)")
+
 # %% ../nbs/07_config.ipynb #0b99681e
 def _field_help() -> dict:
     "Each TrainConfig field's comment in its source line (of the installed module), as the option's help."
@@ -224,7 +234,7 @@ def config_from_args(argv=None) -> TrainConfig:
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
                             help=f"{docs.get(f.name, '')} (default: {f.default})".replace("%", "%%"))
     args = vars(parser.parse_args(argv))
-    values = {}
+    values, given = {}, set()                              # given: the names the user set, in a file or an option
     if preset := args.pop("preset"):
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}: expected one of {list(PRESETS)}")
@@ -236,5 +246,9 @@ def config_from_args(argv=None) -> TrainConfig:
             raise ValueError(f"parameter file {params!r} sets data={from_file['data']!r}, a pipe: URL that runs a shell "
                              "command: pass --allow-pipe to run it, or give --data on the command line")
         values.update(from_file)
-    values.update({k: v for k, v in args.items() if v is not None})
-    return TrainConfig(**values)
+        given |= set(from_file)
+    values.update(options := {k: v for k, v in args.items() if v is not None})
+    values, note = _fit_warmup(values, given | set(options))
+    cfg = TrainConfig(**values)
+    if note: print(note, file=sys.stderr)                  # once the configuration holds
+    return cfg

@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['KINDS', 'load_model', 'is_hyperbolic', 'model_kind', 'model_sizes', 'image_batches', 'model_device', 'progress_bar',
-           'EvalMode', 'embed_images', 'embed_texts', 'origin_distance', 'read_image', 'read_texts', 'list_images',
-           'ImageFiles', 'whole_number', 'device_option', 'add_model_arguments', 'write_embeddings', 'embed_main']
+           'EvalMode', 'embed_images', 'embed_texts', 'origin_distance', 'read_image', 'read_texts', 'texts_argument',
+           'list_images', 'ImageFiles', 'whole_number', 'device_option', 'add_model_arguments', 'write_embeddings',
+           'embed_main']
 
 # %% ../nbs/08_embed.ipynb #cdcf329b
 import argparse
@@ -25,7 +26,7 @@ from .encoders import tokenize
 from .lorentz import dist0
 from .hycoclip import HyCoCLIP          # registers the model kind 'hycoclip' for load_model and --kind
 from .models import MODEL_KINDS, import_reference, load
-from .pipelines import IMAGE_EXTENSIONS, decode_image, eval_transform
+from .pipelines import IMAGE_EXTENSIONS, decode_image, eval_transform, read_utf8
 
 # %% ../nbs/08_embed.ipynb #2769795d
 KINDS = tuple(MODEL_KINDS)   # for --kind: meru, clip and hycoclip
@@ -162,17 +163,31 @@ def read_image(path):
     except Exception as e:
         raise ValueError(f"{str(path)!r} is not a readable image ({type(e).__name__}): remove it or move it out of the folder") from None
 
+def _json_texts(text: str, where: str) -> list[str]:
+    "The JSON list of strings in `text`, or a ValueError naming `where` it came from (a file, an option)."
+    try: texts = json.loads(text)
+    except json.JSONDecodeError as e: raise ValueError(f"{where} is not valid JSON ({e})") from None
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise ValueError(f"{where} must hold a JSON list of strings")
+    return texts
+
 def read_texts(path: str | os.PathLike) -> list[str]:
-    "Texts from a JSON list of strings, or one per non-empty line of a text file."
+    "Texts from a .json file holding a list of strings, or one per non-empty line of any other text file."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"text file {str(path)!r} does not exist")
     if path.suffix.lower() == ".json":
-        texts = json.loads(path.read_text())
-        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            raise ValueError(f"{str(path)!r} must hold a JSON list of strings")
+        texts = _json_texts(read_utf8(path), repr(str(path)))
     else:
-        texts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        texts = [line.strip() for line in read_utf8(path).splitlines() if line.strip()]
     if not texts: raise ValueError(f"no texts in {str(path)!r}")
+    return texts
+
+def texts_argument(value: str) -> list[str]:
+    "The texts of `--texts`: a JSON list of strings given inline, or else the text file it names (`read_texts`)."
+    if not value.strip(): raise ValueError("--texts is empty: give a text file or a JSON list of strings")
+    if not value.lstrip().startswith("[") or Path(value).exists(): return read_texts(value)
+    texts = _json_texts(value, f"--texts {value!r}")
+    if not texts: raise ValueError("--texts '[]' holds no texts")
     return texts
 
 # %% ../nbs/08_embed.ipynb #491ca13c
@@ -238,18 +253,19 @@ def embed_main(argv: list[str] | None = None) -> int:
     add_model_arguments(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="folder of images (searched recursively)")
-    src.add_argument("--texts", help="JSON list of strings, or a text file with one text per line")
+    src.add_argument("--texts", help="a JSON list of strings, a .json file of one, or a text file with one text per line")
     p.add_argument("--out", required=True, help="output file: .safetensors or .npy")
     p.add_argument("--progress", action="store_true")
     a = p.parse_args(argv)
     if not str(a.out).endswith((".safetensors", ".npy")): p.error(f"--out must end in .safetensors or .npy, got {a.out!r}")
+    texts = texts_argument(a.texts) if a.texts is not None else None   # bad texts fail before the model is read
     model = load_model(a.model, a.kind, a.device)
-    if a.images:
+    if texts is None:
         files = list_images(a.images)
         names = [str(f.relative_to(a.images)) for f in files]
         emb = embed_images(model, ImageFiles(files, eval_transform(model_sizes(model)[0])), a.batch_size, progress=a.progress)
     else:
-        names = read_texts(a.texts)
+        names = texts
         emb = embed_texts(model, names, a.batch_size, progress=a.progress)
     meta = {"kind": model_kind(model)} | ({"curv": model.curvature().detach().item()} if model_kind(model) == "meru" else {})
     out = write_embeddings(a.out, emb, origin_distance(model, emb), names, meta)

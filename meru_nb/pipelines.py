@@ -5,9 +5,11 @@
 # %% auto #0
 __all__ = ['SKIP_REASONS', 'IMAGE_EXTENSIONS', 'to_float_tensor', 'train_transform', 'eval_transform', 'SkippedSampleWarning',
            'SkipLog', 'CountSkips', 'to_rgb', 'decode_image', 'sample_caption', 'segment_subreddit', 'redcaps_caption',
-           'expand_shards', 'distributed_rank', 'split_by_rank', 'shard_dataset', 'CsvDataset', 'loader_throughput']
+           'expand_shards', 'distributed_rank', 'split_by_rank', 'shard_dataset', 'read_utf8', 'CsvDataset',
+           'loader_throughput']
 
 # %% ../nbs/06c_pipelines.ipynb #7043665a
+import codecs
 import csv
 import glob
 import io
@@ -272,6 +274,19 @@ def shard_dataset(urls, transform=None, context_length: int = 77, resampled: boo
     pipeline.log = log
     return pipeline
 
+# %% ../nbs/06c_pipelines.ipynb #d0e7d26c
+def read_utf8(path) -> str:
+    "The text of the file `path`, UTF-8 after an optional byte-order mark; else a ValueError naming the file, line and byte."
+    data = Path(path).read_bytes()
+    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[skip:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        at = skip + e.start                                 # the offset in the file, mark included
+        line = data[:at].count(b"\n") + 1
+        raise ValueError(f"{str(path)!r} is not UTF-8 text: byte {at} (line {line}) is 0x{data[at]:02x}; "
+                         "save it as UTF-8 (Latin-1 and Windows code pages are not read)") from None
+
 # %% ../nbs/06c_pipelines.ipynb #83374598
 class CsvDataset(Dataset):
     "Image-text pairs from a CSV/TSV table in open_clip's form -> (image (3, S, S) in [0, 1], token ids)."
@@ -282,14 +297,13 @@ class CsvDataset(Dataset):
         sep = sep or ("\t" if path.suffix.lower() == ".tsv" else ",")
         self.root, self.log = Path(root) if root is not None else path.parent, SkipLog() if log is None else log
         self.transform, self.context_length = transform or train_transform(224), context_length
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f, delimiter=sep)
-            if reader.fieldnames is None: raise ValueError(f"{str(path)!r} is empty: expected a header row with "
-                                                           f"the columns {[image_key, caption_key]}")
-            missing = [k for k in (image_key, caption_key) if k not in reader.fieldnames]
-            if missing: raise ValueError(f"{str(path)!r} has no column {missing}; its columns are {reader.fieldnames}")
-            self.rows = [r for r in (self._row(n, row, image_key, caption_key, path.name)
-                                     for n, row in enumerate(reader, start=2)) if r]
+        reader = csv.DictReader(io.StringIO(read_utf8(path), newline=""), delimiter=sep)
+        if reader.fieldnames is None: raise ValueError(f"{str(path)!r} is empty: expected a header row with "
+                                                       f"the columns {[image_key, caption_key]}")
+        missing = [k for k in (image_key, caption_key) if k not in reader.fieldnames]
+        if missing: raise ValueError(f"{str(path)!r} has no column {missing}; its columns are {reader.fieldnames}")
+        self.rows = [r for r in (self._row(n, row, image_key, caption_key, path.name)
+                                 for n, row in enumerate(reader, start=2)) if r]
         if not self.rows: raise ValueError(f"no valid row in {str(path)!r}: skipped {dict(self.log.counts)}")
 
     def _row(self, n, row, image_key, caption_key, name):

@@ -9,6 +9,7 @@ __all__ = ['relevance', 'recall_at_k', 'chance_recall', 'retrieval', 'RetrievalS
 # %% ../nbs/09_retrieval.ipynb #585b0ba2
 import argparse
 import csv
+import io
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -22,7 +23,7 @@ from .scenes import describes
 from .embed import (ImageFiles, add_model_arguments, embed_images, embed_texts, load_model, model_sizes,
                             whole_number)
 from .zeroshot import scores
-from .pipelines import to_float_tensor
+from .pipelines import read_utf8, to_float_tensor
 
 # %% ../nbs/09_retrieval.ipynb #31d0f676
 def relevance(txt_to_img, n_images: int) -> Tensor:
@@ -95,9 +96,20 @@ def _check(paths: list[Path], captions: list[list[str]], source) -> RetrievalSet
     return RetrievalSet(paths, captions)
 
 def _json(path) -> dict:
+    "The JSON content of the annotation file `path`, or an error naming it."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"annotation file {str(path)!r} does not exist")
-    return json.loads(path.read_text())
+    try: return json.loads(read_utf8(path))
+    except json.JSONDecodeError as e: raise ValueError(f"annotation file {str(path)!r} is not valid JSON ({e})") from None
+
+def _get(entry, key: str, where: str, source, kinds: tuple = ()):
+    "entry[key], or a ValueError naming the key, the entry `where` it is missing (e.g. 'annotations[3]') and the file `source`."
+    if not isinstance(entry, dict): raise ValueError(f"{str(source)!r}: {where} must be a JSON object, not {json.dumps(entry)[:40]}")
+    if key not in entry: raise ValueError(f"{str(source)!r} has no key {key!r} in {where}")
+    if kinds and not isinstance(entry[key], kinds):
+        expected = " or ".join(k.__name__ for k in kinds)
+        raise ValueError(f"{str(source)!r}: {key!r} in {where} must be a {expected}, not {json.dumps(entry[key])[:40]}")
+    return entry[key]
 
 def _folder(path) -> Path:
     path = Path(path)
@@ -106,36 +118,40 @@ def _folder(path) -> Path:
 
 def read_coco(captions_json, image_dir) -> RetrievalSet:
     "COCO captions (e.g. captions_val2017.json + val2017/): images in file order, their captions in order."
-    data, image_dir = _json(captions_json), _folder(image_dir)
-    if "images" not in data or "annotations" not in data:
-        raise ValueError(f"{str(captions_json)!r} is not a COCO captions file: it needs 'images' and 'annotations'")
+    data, image_dir, src = _json(captions_json), _folder(image_dir), captions_json
+    images, annotations = (_get(data, key, "its top level", src, (list,)) for key in ("images", "annotations"))
     caps = {}
-    for a in data["annotations"]: caps.setdefault(a["image_id"], []).append(a["caption"].strip())
-    images = [im for im in data["images"] if im["id"] in caps]
-    return _check([image_dir / im["file_name"] for im in images], [caps[im["id"]] for im in images], captions_json)
+    for i, a in enumerate(annotations):
+        caption = _get(a, "caption", f"annotations[{i}]", src, (str,))
+        caps.setdefault(_get(a, "image_id", f"annotations[{i}]", src, (int, str)), []).append(caption.strip())
+    ids = [_get(im, "id", f"images[{i}]", src, (int, str)) for i, im in enumerate(images)]
+    paths = [image_dir / _get(im, "file_name", f"images[{i}]", src, (str,)) for i, im in enumerate(images) if ids[i] in caps]
+    return _check(paths, [caps[id_] for id_ in ids if id_ in caps], src)
 
 def read_karpathy(split_json, image_dir, split: str = "test") -> RetrievalSet:
     "A Karpathy split file (dataset_flickr30k.json, dataset_coco.json): the images of `split` and their sentences."
-    data, image_dir = _json(split_json), _folder(image_dir)
-    images = [im for im in data.get("images", []) if im.get("split") == split]
-    if not images:
-        found = sorted({im.get("split") for im in data.get("images", [])} - {None})
-        raise ValueError(f"no images of split {split!r} in {str(split_json)!r}; its splits are {found}")
-    paths = [image_dir / im.get("filepath", "") / im["filename"] for im in images]
-    return _check(paths, [[s["raw"].strip() for s in im["sentences"]] for im in images], split_json)
+    data, image_dir, src = _json(split_json), _folder(image_dir), split_json
+    entries = _get(data, "images", "its top level", src, (list,))
+    splits = [_get(im, "split", f"images[{i}]", src, (str,)) for i, im in enumerate(entries)]
+    chosen = [(i, im) for i, im in enumerate(entries) if splits[i] == split]
+    if not chosen:
+        raise ValueError(f"no images of split {split!r} in {str(src)!r}; its splits are {sorted(set(splits))}")
+    paths = [image_dir / str(im.get("filepath", "")) / _get(im, "filename", f"images[{i}]", src, (str,)) for i, im in chosen]
+    sentences = [(i, _get(im, "sentences", f"images[{i}]", src, (list,))) for i, im in chosen]
+    captions = [[_get(s, "raw", f"images[{i}].sentences[{j}]", src, (str,)).strip() for j, s in enumerate(ss)] for i, ss in sentences]
+    return _check(paths, captions, src)
 
 def read_csv(path, root=None, image_key: str = "filepath", caption_key: str = "title", sep: str | None = None) -> RetrievalSet:
     "Image-caption rows of a CSV/TSV file, grouped by image (paths relative to `root`, default: the file's folder)."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"CSV file {str(path)!r} does not exist")
     root = _folder(root) if root is not None else path.parent
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter=sep or ("\t" if path.suffix.lower() == ".tsv" else ","))
-        missing = [k for k in (image_key, caption_key) if k not in (reader.fieldnames or [])]
-        if missing: raise ValueError(f"{path.name} has no column {missing}; its columns are {reader.fieldnames}")
-        caps = {}
-        for row in reader:
-            if (row[caption_key] or "").strip(): caps.setdefault(row[image_key].strip(), []).append(row[caption_key].strip())
+    reader = csv.DictReader(io.StringIO(read_utf8(path), newline=""), delimiter=sep or ("\t" if path.suffix.lower() == ".tsv" else ","))
+    missing = [k for k in (image_key, caption_key) if k not in (reader.fieldnames or [])]
+    if missing: raise ValueError(f"{path.name} has no column {missing}; its columns are {reader.fieldnames}")
+    caps = {}
+    for row in reader:
+        if (row[caption_key] or "").strip(): caps.setdefault(row[image_key].strip(), []).append(row[caption_key].strip())
     return _check([root / p for p in caps], list(caps.values()), path)
 
 def squeeze_transform(size: int = 224):

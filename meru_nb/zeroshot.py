@@ -4,13 +4,15 @@
 
 # %% auto #0
 __all__ = ['IMAGENET_TEMPLATES', 'BUILTIN_TEMPLATES', 'TEMPLATES', 'class_embeddings', 'scores', 'classification_metrics',
-           'builtin_classes', 'zero_shot', 'image_folder', 'folder_classnames', 'zero_shot_folder', 'zero_shot_builtin',
-           'confusion_matrix', 'plot_confusion', 'zeroshot_main']
+           'builtin_classes', 'zero_shot', 'image_folder', 'check_classnames', 'folder_classnames', 'zero_shot_folder',
+           'zero_shot_builtin', 'confusion_matrix', 'plot_confusion', 'zeroshot_main']
 
 # %% ../nbs/08b_zeroshot.ipynb #7ad83d5d
 import argparse
 import json
 import os
+import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ from .scenes import CAPTION_FRAMES, COLOURS, SHAPES, with_article
 from .embed import add_model_arguments, whole_number, embed_images, embed_texts, load_model, model_kind, model_sizes, read_image
 from .expmap import exp_map0
 from .lorentz import pairwise_inner
-from .pipelines import eval_transform
+from .pipelines import SkippedSampleWarning, eval_transform, read_utf8
 
 # %% ../nbs/08b_zeroshot.ipynb #b7480ccb
 def class_embeddings(model, classnames: list[str], templates: list[str], batch_size: int = 256,
@@ -90,15 +92,34 @@ def zero_shot(model, data, classnames: list[str], templates: list[str], labels: 
     return {**out, "classnames": list(classnames), "templates": list(templates)}
 
 # %% ../nbs/08b_zeroshot.ipynb #63aa8ab6
+def _regular_image(path: str) -> bool:
+    "Whether ImageFolder takes `path`: an image extension and a regular file; a FIFO, socket or device is skipped with a warning."
+    from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
+    if not has_file_allowed_extension(path, IMG_EXTENSIONS): return False
+    try: mode = os.stat(path).st_mode
+    except OSError: return True                     # a broken link: read_image names it
+    if stat.S_ISREG(mode): return True
+    warnings.warn(f"skipped {path!r}: not a regular file (a FIFO, socket or device)", SkippedSampleWarning)
+    return False
+
 def image_folder(root: str | os.PathLike, image_size: int = 224):
     "A torchvision `ImageFolder` of `root` with the evaluation transform, or a clear error if it holds no images."
     from torchvision.datasets import ImageFolder
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"image folder {str(root)!r} does not exist")
     try:
-        return ImageFolder(str(root), transform=eval_transform(image_size), loader=read_image)
+        return ImageFolder(str(root), transform=eval_transform(image_size), loader=read_image, is_valid_file=_regular_image)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"no images in {str(root)!r}: expected one subfolder of images per class ({e})") from None
+
+def check_classnames(names, where: str = "class names") -> None:
+    "A ValueError naming the first of `names` that is not a non-empty string or is given twice; `where`: where they came from."
+    seen = set()
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"{where}: {name!r} is not a class name (each must be a non-empty string)")
+        if name.strip() in seen: raise ValueError(f"{where}: {name!r} is given twice (each class needs its own name)")
+        seen.add(name.strip())
 
 def folder_classnames(classes: list[str], classnames: list[str] | dict | None = None) -> list[str]:
     "Class names for the folder's `classes`: folder names with '_' as ' ', or the given list/dict, checked against them."
@@ -107,10 +128,13 @@ def folder_classnames(classes: list[str], classnames: list[str] | dict | None = 
         missing, extra = sorted(set(classes) - set(classnames)), sorted(set(classnames) - set(classes))
         if missing or extra:
             raise ValueError(f"class names do not match the folder's classes: missing {missing}, unknown {extra}")
-        return [classnames[c] for c in classes]
-    if len(classnames) != len(classes):
+        names = [classnames[c] for c in classes]
+    elif len(classnames) != len(classes):
         raise ValueError(f"{len(classnames)} class names for {len(classes)} classes {classes}")
-    return list(classnames)
+    else:
+        names = list(classnames)
+    check_classnames(names)
+    return names
 
 def zero_shot_folder(model, root, classnames=None, templates=IMAGENET_TEMPLATES, **kwargs) -> dict:
     "Zero-shot classification of an ImageFolder-layout folder at the model's image size."
@@ -149,16 +173,22 @@ def plot_confusion(result: dict, ax=None, normalize: bool = True):
 # %% ../nbs/08b_zeroshot.ipynb #af686f6a
 def _read_json_or_list(value: str, option: str):
     "A JSON file's content, inline JSON (a list or an object), or else the value split on commas."
+    if not value.strip(): raise ValueError(f"{option} is empty: give a JSON list, a JSON object or a file of one")
     if Path(value).is_file():
-        text = Path(value).read_text()
+        text = read_utf8(value)
     elif value.lstrip().startswith(("[", "{")):
         text = value
+    elif "," not in value and (value.lower().endswith((".json", ".txt")) or os.sep in value):
+        raise FileNotFoundError(f"{option}: file {value!r} does not exist")
     else:
         return [v.strip() for v in value.split(",")]
     try:
-        return json.loads(text)
+        loaded = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"{option}: {value!r} is not valid JSON: {e}") from None
+    if not isinstance(loaded, (list, dict)):
+        raise ValueError(f"{option}: {value!r} must hold a JSON list or object, not a {type(loaded).__name__}")
+    return loaded
 
 def zeroshot_main(argv: list[str] | None = None) -> int:
     "`meru-nb zeroshot`: zero-shot classification of an image folder or of the built-in scenes; returns the exit status 0."
@@ -174,12 +204,15 @@ def zeroshot_main(argv: list[str] | None = None) -> int:
     if a.builtin is not None and (a.classnames or a.templates != "imagenet"):
         raise ValueError("--classnames and --templates apply to --folder; --builtin uses the scenes' own shape names "
                          "and templates")
+    if a.builtin is None:                                  # the folder's options, checked before the model is read
+        templates = TEMPLATES[a.templates] if a.templates in TEMPLATES else _read_json_or_list(a.templates, "--templates")
+        classnames = _read_json_or_list(a.classnames, "--classnames") if a.classnames is not None else None
+        if classnames is not None:
+            check_classnames(classnames.values() if isinstance(classnames, dict) else classnames, "--classnames")
     model = load_model(a.model, a.kind, a.device)
     if a.builtin is not None:
         result = zero_shot_builtin(model, n=a.builtin, batch_size=a.batch_size)
     else:
-        templates = TEMPLATES[a.templates] if a.templates in TEMPLATES else _read_json_or_list(a.templates, "--templates")
-        classnames = _read_json_or_list(a.classnames, "--classnames") if a.classnames else None
         result = zero_shot_folder(model, a.folder, classnames, templates, batch_size=a.batch_size)
     print(json.dumps({k: result[k] for k in ("top1", "top5", "mean_per_class", "n") if k in result}))
     if a.out: Path(a.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -52,6 +52,8 @@ def cases(w: Path) -> dict:
                                               "checkpoint.pt' is not a readable checkpoint", watch=[str(w / "truncated")]),
         "resume-a-pickle-of-code": case(["train", "--out-dir", str(w / "payload"), *SAME_RUN, "--resume", "true"],
                                         "checkpoint.pt' is not a readable checkpoint", watch=[str(w / "payload")]),
+        "resume-a-log-damaged-before-its-end": case(["train", "--out-dir", str(w / "tornlog"), *SAME_RUN, "--resume", "true"],
+                                                    "tornlog/log.jsonl' is not a log record", watch=[str(w / "tornlog")]),
         "embed-out-is-a-folder": case(["embed", model, "--texts", str(w / "texts.txt"), "--out", str(w / "adir.npy")],
                                       "adir.npy"),
         "into-a-model-folder": case(["train", "--out-dir", model, "--overwrite", "true", "--steps", "2", "--warmup-steps", "1"],
@@ -60,7 +62,10 @@ def cases(w: Path) -> dict:
         "lr-text": case(["train", "--lr", "fast", "--out-dir", out], "invalid float value: 'fast'"),
         "steps-fraction": case(["train", "--steps", "5.7", "--out-dir", out], "invalid int value: '5.7'"),
         "resume-maybe": case(["train", "--resume", "maybe", "--out-dir", out], "expected true or false"),
-        "warmup-beyond-steps": case(["train", "--steps", "3", "--out-dir", out], "`warmup_steps` must be in [0, steps=3]"),
+        "warmup-beyond-steps": case(["train", "--steps", "3", "--warmup-steps", "5", "--out-dir", out],
+                                    "`warmup_steps` must be in [0, steps=3], got warmup_steps=5"),
+        "warmup-in-a-file-beyond-steps": case(["train", "-f", str(w / "warmup.yaml"), "--steps", "3", "--out-dir", out],
+                                              "got warmup_steps=50"),
         "yaml-syntax": case(["train", "-f", str(w / "syntax.yaml"), "--out-dir", run], "is not valid YAML", watch=[run]),
         "yaml-number-as-text": case(["train", "-f", str(w / "text.yaml"), "--out-dir", out], "`lr` must be a number, got lr='abc'"),
         "yaml-fraction-steps": case(["train", "-f", str(w / "fraction.yaml"), "--out-dir", out], "`steps` must be a whole number, got steps=5.7"),
@@ -80,6 +85,8 @@ def cases(w: Path) -> dict:
                                     block=["torch.utils.tensorboard", "tensorboard"], watch=[run]),
         "csv-wrong-columns": case(["train", "--data", str(w / "columns.csv"), "--out-dir", out], "has no column ['filepath', 'title']"),
         "csv-no-readable-image": case(["train", "--data", str(w / "unreadable.csv"), "--out-dir", out], "has a readable image"),
+        "csv-latin-1": case(["train", "--data", str(w / "latin.csv"), "--out-dir", out],
+                            "latin.csv' is not UTF-8 text: byte 33 (line 2) is 0xe9"),
         "csv-missing": case(["train", "--data", str(w / "nowhere.csv"), "--out-dir", out], "does not exist"),
         "csv-empty": case(["train", "--data", str(w / "empty.csv"), "--out-dir", out], "is empty: expected a header row"),
         "data-a-folder": case(["train", "--data", str(w / "shards"), "--out-dir", out], "is a folder, not a shard"),
@@ -107,12 +114,38 @@ def cases(w: Path) -> dict:
                                                  "--classnames and --templates apply to --folder"),
         "zeroshot-classnames-bad-json": case(["zeroshot", model, "--folder", str(w / "folder"), "--classnames", '["a", "b"'],
                                              "--classnames: '[\"a\", \"b\"' is not valid JSON"),
+        "zeroshot-classnames-empty-name": case(["zeroshot", model, "--folder", str(w / "folder"), "--classnames", '["", "b"]'],
+                                               "--classnames: '' is not a class name"),
+        "zeroshot-classnames-twice": case(["zeroshot", model, "--folder", str(w / "folder"), "--classnames", "x,x"],
+                                          "--classnames: 'x' is given twice"),
+        "zeroshot-classnames-not-text": case(["zeroshot", model, "--folder", str(w / "folder"), "--classnames", '{"a": 5, "b": "y"}'],
+                                             "--classnames: 5 is not a class name"),
+        "zeroshot-classnames-no-file": case(["zeroshot", model, "--folder", str(w / "folder"), "--classnames",
+                                             str(w / "nowhere.json")], "nowhere.json' does not exist"),
+        "zeroshot-classnames-empty": case(["zeroshot", model, "--folder", str(w / "folder"), "--classnames", ""],
+                                          "--classnames is empty"),
         "zeroshot-templates-bad-json": case(["zeroshot", model, "--folder", str(w / "folder"), "--templates", '["a {}", "b {}"'],
                                             "--templates: '[\"a {}\", \"b {}\"' is not valid JSON"),
         "zeroshot-template-without-slot": case(["zeroshot", model, "--folder", str(w / "folder"), "--templates",
                                                 '["a photo, in colour"]'], "got ['a photo, in colour']"),
+        "embed-texts-json-malformed": case(["embed", model, "--texts", str(w / "broken.json"), "--out", str(w / "emb.npy")],
+                                           "broken.json' is not valid JSON", watch=[str(w / "emb.npy")]),
+        "embed-texts-inline-not-strings": case(["embed", model, "--texts", "[1, 2]", "--out", str(w / "emb.npy")],
+                                               "--texts '[1, 2]' must hold a JSON list of strings"),
+        "embed-texts-empty": case(["embed", model, "--texts", "", "--out", str(w / "emb.npy")], "--texts is empty"),
+        "embed-texts-latin-1": case(["embed", model, "--texts", str(w / "latin.txt"), "--out", str(w / "emb.npy")],
+                                    "latin.txt' is not UTF-8 text: byte 16 (line 2)"),
         "config-huge-vocab": case(["embed", bad_model("hugevocab"), *texts], "wrong shapes: textual.token_embedding.weight"),
         "retrieval-csv-wrong-columns": case(["retrieval", model, "--csv", str(w / "columns.csv")], "column"),
+        "retrieval-coco-without-caption": case(["retrieval", model, "--coco", str(w / "coco.json"), "--images", str(w / "folder")],
+                                               "coco.json' has no key 'caption' in annotations[0]"),
+        "retrieval-coco-without-images": case(["retrieval", model, "--coco", str(w / "coco-images.json"), "--images",
+                                               str(w / "folder")], "coco-images.json' has no key 'images'"),
+        "retrieval-karpathy-without-sentences": case(["retrieval", model, "--karpathy", str(w / "karpathy.json"), "--images",
+                                                      str(w / "folder")], "karpathy.json' has no key 'sentences' in images[0]"),
+        "retrieval-karpathy-without-raw": case(["retrieval", model, "--karpathy", str(w / "karpathy-raw.json"), "--images",
+                                                str(w / "folder")], "karpathy-raw.json' has no key 'raw' in images[0].sentences[0]"),
+        "retrieval-csv-latin-1": case(["retrieval", model, "--csv", str(w / "latin.csv")], "latin.csv' is not UTF-8 text: byte 33"),
         # options every command shares, checked as they are parsed
         "embed-batch-size-negative": case(["embed", model, *texts, "--batch-size", "-1"],
                                           "argument --batch-size: must be a whole number >= 1, got '-1'", watch=[str(w / "emb.npy")]),
@@ -177,6 +210,9 @@ def workspace(tmp_path_factory):
     (w / "truncated" / "checkpoint.pt").write_bytes(blob[: len(blob) // 2])
     import pickle
     (w / "payload" / "checkpoint.pt").write_bytes(pickle.dumps(os.system))
+    shutil.copytree(w / "run", w / "tornlog")            # the run, the first line of its log cut short
+    first, *rest = (w / "run" / "log.jsonl").read_text().splitlines(keepends=True)
+    (w / "tornlog" / "log.jsonl").write_text(first[:25] + "\n" + "".join(rest))
     for folder in ("leftovers", "mixed"):                # what a run leaves; in `mixed`, a file of the user's in tb/ too
         (w / folder / "tb").mkdir(parents=True)
         for name, source in (("summary.json", "summary.json"), ("curves.png", "curves.png"),
@@ -188,15 +224,25 @@ def workspace(tmp_path_factory):
     for name, text in {"syntax.yaml": "lr: [1, 2\n", "text.yaml": "lr: abc\n", "fraction.yaml": "steps: 5.7\n",
                        "list.yaml": "- 1\n- 2\n", "unknown.yaml": "learning_rate: 1\n",
                        "twice.yaml": "lr: 3e-4\nsteps: 2\nlr: 1e-2\n",
+                       "warmup.yaml": "warmup_steps: 50\n",
                        "pipe.yaml": f"data: 'pipe:touch {w / 'owned'}; cat {w / 'run' / 'nothing.tar'}'\n"}.items():
         (w / name).write_text(text)
+    for name, content in {"coco.json": {"images": [{"id": 1, "file_name": "a/good.png"}], "annotations": [{"image_id": 1}]},
+                          "coco-images.json": {"annotations": [{"image_id": 1, "caption": "a red star"}]},
+                          "karpathy.json": {"images": [{"filename": "a/good.png", "split": "test"}]},
+                          "karpathy-raw.json": {"images": [{"filename": "a/good.png", "split": "test",
+                                                            "sentences": [{"tokens": ["a", "red", "star"]}]}]}}.items():
+        (w / name).write_text(json.dumps(content))       # annotation files, each without one key of its format
     (w / "empty.csv").write_text("")
     (w / "columns.csv").write_text("path,caption\na.jpg,a red star\n")
+    (w / "latin.csv").write_bytes("filepath,title\nnotimage.jpg,a café\n".encode("latin-1"))   # not UTF-8
+    (w / "latin.txt").write_bytes("a red star\na café\n".encode("latin-1"))
     (w / "notimage.jpg").write_text("this is text, not a JPEG\n")
     (w / "unreadable.csv").write_text("filepath,title\nnotimage.jpg,a red star\n")
     (w / "shards").mkdir()
     (w / "adir.npy").mkdir()                             # a folder where an output file should go
     (w / "texts.txt").write_text("a red star\na blue circle\n")
+    (w / "broken.json").write_text('["a red star", "a blue circle"')
     from PIL import Image
     for label in ("a", "b"):
         (w / "folder" / label).mkdir(parents=True)
