@@ -354,8 +354,11 @@ def test_ctrl_c_says_where_the_run_is_saved_and_exits_130(tmp_path):
     argv = ["--out-dir", str(out), "--steps", "100000", "--batch-size", "8", "--warmup-steps", "1", "--ckpt-every", "2",
             "--n-samples", "64", "--progress", "false"]
     driver = "import sys; from meru_nb.cli import main; sys.exit(main())"
+    # SIGINT as a terminal's Ctrl-C finds it: a shell's background job (`make test &`) ignores SIGINT, and
+    # the children would inherit that, so the trainer gets the default disposition back before it starts
     p = subprocess.Popen([sys.executable, "-c", driver, "train", *argv], stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"},
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     log = out / "log.jsonl"                                 # complete lines only: the trainer may be mid-write
     while time.time() < deadline and (log.read_text().count("\n") if log.exists() else 0) < 3:
