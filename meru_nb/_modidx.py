@@ -206,6 +206,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'meru_nb.emoji_study.run_emoji_study': ('emoji_study.html#run_emoji_study', 'meru_nb/emoji_study.py'),
                                      'meru_nb.emoji_study.test_embeddings': ('emoji_study.html#test_embeddings', 'meru_nb/emoji_study.py'),
                                      'meru_nb.emoji_study.training_table': ('emoji_study.html#training_table', 'meru_nb/emoji_study.py'),
+                                     'meru_nb.emoji_study.traversals': ('emoji_study.html#traversals', 'meru_nb/emoji_study.py'),
                                      'meru_nb.emoji_study.tree_nodes': ('emoji_study.html#tree_nodes', 'meru_nb/emoji_study.py'),
                                      'meru_nb.emoji_study.value_ci': ('emoji_study.html#value_ci', 'meru_nb/emoji_study.py'),
                                      'meru_nb.emoji_study.zero_shot_tree': ('emoji_study.html#zero_shot_tree', 'meru_nb/emoji_study.py')},

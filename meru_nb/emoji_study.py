@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['VERSION', 'VENDORS', 'TEST_VENDOR', 'ROWS_PER_PICTURE', 'package_path', 'training_table', 'tree_nodes',
            'test_embeddings', 'zero_shot_tree', 'name_retrieval', 'node_sample', 'caption_metrics', 'image_entailment',
-           'evaluate_emoji', 'headline', 'value_ci', 'paired', 'compare', 'goals', 'emoji_config', 'finished',
-           'run_emoji_study', 'main']
+           'traversals', 'evaluate_emoji', 'headline', 'value_ci', 'paired', 'compare', 'goals', 'emoji_config',
+           'finished', 'run_emoji_study', 'main']
 
 # %% ../nbs/11e_emoji_study.ipynb #b08891eb
 import argparse
@@ -25,7 +25,7 @@ from .binding import entailment_score
 from .embed import embed_images, embed_texts, is_hyperbolic, model_sizes
 from .emoji import (FRAMES, ROOT_WORDS, EmojiCaptions, caption_text, category_text, describes, generalises, level,
                            read_emoji, style_split, subcategory_text, write_table)
-from .hierarchy import generality
+from .hierarchy import clip_traversal, generality, meru_traversal
 from .models import load
 from .pipelines import to_float_tensor
 from .retrieval import chance_recall, recall_at_k
@@ -140,13 +140,37 @@ def image_entailment(model, items: list, emb: dict, seed: int = 0, n_boot: int =
     auc = lambda i: roc_auc_score(truth, s, sample_weight=np.bincount(i, minlength=len(items))[pic])
     return {"auc": float(roc_auc_score(truth, s)), "draws": bootstrap_draws(auc, len(items), n_boot, seed), "pairs": len(s)}
 
+# %% ../nbs/11e_emoji_study.ipynb #2307ef94
+def traversals(model, items: list, emb: dict, n: int = 500, seed: int = 0, n_boot: int = 500, steps: int = 50) -> dict:
+    "Walks toward the root from `n` of `items`: % of named captions true of the picture, % of steps to a more generic one."
+    pick = np.sort(np.random.default_rng(seed).choice(len(items), min(n, len(items)), replace=False))
+    root = emb["nodes"].index(())
+    if is_hyperbolic(model):
+        curv = model.curvature().detach().float().cpu()
+        walk = lambda x: meru_traversal(x, emb["y_txt"], curv, root, steps)
+    else:
+        walk = lambda x: clip_traversal(x, emb["y_txt"], emb["y_txt"][root], steps)
+    counts = []                                 # per walk: captions true of the picture, captions, steps, generic steps
+    for i in pick:
+        seq = [emb["nodes"][k] for k in walk(emb["x_img"][i])]
+        named = [c for c in seq if c]
+        counts.append((sum(describes(c, items[i]) for c in named), len(named), len(seq) - 1,
+                       sum(level(b) < level(a) for a, b in zip(seq, seq[1:]))))
+    c = np.array(counts, dtype=float).reshape(-1, 4)
+    rate = lambda num, den: (lambda i: 100 * c[i, num].sum() / c[i, den].sum() if c[i, den].sum() else math.nan)
+    every = np.arange(len(c))
+    return {"walks": len(c), "mean_length": float(c[:, 2].mean() + 1) if len(c) else math.nan,
+            "true": rate(0, 1)(every), "true_draws": bootstrap_draws(rate(0, 1), len(c), n_boot, seed),
+            "generic": rate(3, 2)(every), "generic_draws": bootstrap_draws(rate(3, 2), len(c), n_boot, seed)}
+
 # %% ../nbs/11e_emoji_study.ipynb #d14af33f
-def evaluate_emoji(model, items: list, seed: int = 0, per_level: int = 200, n_boot: int = 500) -> dict:
+def evaluate_emoji(model, items: list, seed: int = 0, per_level: int = 200, n_boot: int = 500, n_walks: int = 500) -> dict:
     "Every measurement of this chapter for `model` on the pictures `items`."
     emb = test_embeddings(model, items)
     return {"pictures": len(items), "nodes": len(emb["nodes"]), "zero_shot": zero_shot_tree(model, items, emb),
             "retrieval": name_retrieval(model, items, emb), "captions": caption_metrics(model, emb, per_level, seed, n_boot),
-            "image_entailment": image_entailment(model, items, emb, seed, n_boot)}
+            "image_entailment": image_entailment(model, items, emb, seed, n_boot),
+            "traversals": traversals(model, items, emb, n_walks, seed, n_boot)}
 
 # %% ../nbs/11e_emoji_study.ipynb #2365566e
 def _strongest(r: dict) -> tuple:
@@ -165,6 +189,9 @@ def headline(r: dict) -> dict:
     out["generality Spearman"] = ("draws", g["spearman"], g["draws"])
     out["entailment AUC, caption → caption"] = ("draws", r["captions"]["auc"], r["captions"]["auc_draws"])
     out["entailment AUC, caption → image"] = ("draws", r["image_entailment"]["auc"], r["image_entailment"]["draws"])
+    t = r["traversals"]
+    out["traversal captions true of the picture %"] = ("draws", t["true"], t["true_draws"])
+    out["traversal steps to a more generic caption %"] = ("draws", t["generic"], t["generic_draws"])
     return out
 
 def value_ci(m: tuple) -> tuple:
@@ -246,7 +273,8 @@ def run_emoji_study(data="data/emoji", out="nbs/results/emoji_study.json", work_
                                for name, g in r["captions"]["generality"].items()} for m, r in measured.items()},
               "counts": {m: {"pictures": r["pictures"], "nodes": r["nodes"], "names": r["retrieval"]["names"],
                              "classes": {k: v["classes"] for k, v in r["zero_shot"].items()},
-                             "chance": r["retrieval"]["chance"], "entailment_pairs": r["image_entailment"]["pairs"]}
+                             "chance": r["retrieval"]["chance"], "entailment_pairs": r["image_entailment"]["pairs"],
+                             "walks": r["traversals"]["walks"], "walk_length": r["traversals"]["mean_length"]}
                          for m, r in measured.items()}}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=1) + "\n")
