@@ -10,9 +10,9 @@ __all__ = ['VERSION', 'VENDORS', 'TEST_VENDOR', 'ROWS_PER_PICTURE', 'package_pat
 
 # %% ../nbs/11e_emoji_study.ipynb #b08891eb
 import argparse
-import dataclasses
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -23,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 
 from .binding import entailment_score
 from .embed import embed_images, embed_texts, is_hyperbolic, model_sizes
-from .emoji import (FRAMES, ROOT_WORDS, EmojiCaptions, caption_text, category_text, describes, generalises, level,
+from .emoji import (FRAMES, EmojiCaptions, caption_text, category_text, describes, generalises, level,
                            read_emoji, style_split, subcategory_text, write_table)
 from .hierarchy import clip_traversal, generality, meru_traversal
 from .models import load
@@ -51,10 +51,15 @@ def package_path(root, vendor: str) -> Path:
 
 # %% ../nbs/11e_emoji_study.ipynb #74156ca0
 def training_table(train_items: list, folder, seed: int = 0, rows_per_picture: int = ROWS_PER_PICTURE) -> Path:
-    "The CSV of `train_items` with `rows_per_picture` captions each, at random levels (kept if already written)."
-    table = Path(folder) / "emoji.csv"
-    if table.is_file(): return table
-    return write_table(EmojiCaptions(train_items, n=len(train_items) * rows_per_picture, seed=seed), folder)
+    "The CSV of `train_items` with `rows_per_picture` captions each, at random levels, in `folder` (kept if already written)."
+    folder = Path(folder)
+    if (folder / "emoji.csv").is_file(): return folder / "emoji.csv"
+    partial = folder.with_name(folder.name + ".partial")          # a killed write leaves only this, redone next time
+    shutil.rmtree(partial, ignore_errors=True)
+    write_table(EmojiCaptions(train_items, n=len(train_items) * rows_per_picture, seed=seed), partial)
+    shutil.rmtree(folder, ignore_errors=True)                     # a folder without its table is not a table
+    partial.rename(folder)
+    return folder / "emoji.csv"
 
 # %% ../nbs/11e_emoji_study.ipynb #cca71bd9
 def tree_nodes(items: list) -> list:
