@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from .encoders import tokenize
 from .lorentz import dist0
 from .hycoclip import HyCoCLIP          # registers the model kind 'hycoclip' for load_model and --kind
 from .models import MODEL_KINDS, import_reference, load
-from .pipelines import IMAGE_EXTENSIONS, decode_image, eval_transform, read_utf8
+from .pipelines import IMAGE_EXTENSIONS, SkippedSampleWarning, decode_image, eval_transform, read_utf8
 
 # %% ../nbs/08_embed.ipynb #2769795d
 KINDS = tuple(MODEL_KINDS)   # for --kind: meru, clip and hycoclip
@@ -192,10 +193,14 @@ def texts_argument(value: str) -> list[str]:
 
 # %% ../nbs/08_embed.ipynb #491ca13c
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    "The image files under `folder` (recursively, sorted), or a clear error if there are none."
+    "The image files under `folder` (recursively, sorted), or a clear error if there are none; a FIFO, socket or device is skipped with a warning."
     folder = Path(folder)
     if not folder.is_dir(): raise FileNotFoundError(f"image folder {str(folder)!r} does not exist")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS)
+    named = sorted(p for p in folder.rglob("*") if p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS and not p.is_dir())
+    for p in named:
+        if p.exists() and not p.is_file():           # opening a FIFO would block; a broken link stays for read_image to name
+            warnings.warn(f"skipped {str(p)!r}: not a regular file (a FIFO, socket or device)", SkippedSampleWarning)
+    files = [p for p in named if p.is_file() or not p.exists()]
     if not files: raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {str(folder)!r}")
     return files
 
