@@ -209,6 +209,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'meru_nb.emoji_study.traversals': ('emoji_study.html#traversals', 'meru_nb/emoji_study.py'),
                                      'meru_nb.emoji_study.tree_nodes': ('emoji_study.html#tree_nodes', 'meru_nb/emoji_study.py'),
                                      'meru_nb.emoji_study.value_ci': ('emoji_study.html#value_ci', 'meru_nb/emoji_study.py'),
+                                     'meru_nb.emoji_study.value_text': ('emoji_study.html#value_text', 'meru_nb/emoji_study.py'),
                                      'meru_nb.emoji_study.zero_shot_tree': ('emoji_study.html#zero_shot_tree', 'meru_nb/emoji_study.py')},
             'meru_nb.encoders': { 'meru_nb.encoders.BagTextTower': ('encoders.html#bagtexttower', 'meru_nb/encoders.py'),
                                   'meru_nb.encoders.BagTextTower.__init__': ('encoders.html#bagtexttower.__init__', 'meru_nb/encoders.py'),

@@ -196,11 +196,10 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     "The image files under `folder` (recursively, sorted), or a clear error if there are none; a FIFO, socket or device is skipped with a warning."
     folder = Path(folder)
     if not folder.is_dir(): raise FileNotFoundError(f"image folder {str(folder)!r} does not exist")
-    named = sorted(p for p in folder.rglob("*") if p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS and not p.is_dir())
-    for p in named:
-        if p.exists() and not p.is_file():           # opening a FIFO would block; a broken link stays for read_image to name
-            warnings.warn(f"skipped {str(p)!r}: not a regular file (a FIFO, socket or device)", SkippedSampleWarning)
-    files = [p for p in named if p.is_file() or not p.exists()]
+    files = []
+    for p in sorted(p for p in folder.rglob("*") if p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS and not p.is_dir()):
+        if p.is_file() or not p.exists(): files.append(p)   # a broken link stays, for read_image to name
+        else: warnings.warn(f"skipped {str(p)!r}: not a regular file (a FIFO, socket or device)", SkippedSampleWarning)
     if not files: raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {str(folder)!r}")
     return files
 

@@ -6,7 +6,7 @@
 __all__ = ['VERSION', 'VENDORS', 'TEST_VENDOR', 'ROWS_PER_PICTURE', 'package_path', 'training_table', 'tree_nodes',
            'test_embeddings', 'zero_shot_tree', 'name_retrieval', 'node_sample', 'caption_metrics', 'image_entailment',
            'traversals', 'evaluate_emoji', 'headline', 'value_ci', 'paired', 'compare', 'goals', 'emoji_config',
-           'finished', 'run_emoji_study', 'main']
+           'finished', 'value_text', 'run_emoji_study', 'main']
 
 # %% ../nbs/11e_emoji_study.ipynb #b08891eb
 import argparse
@@ -244,12 +244,15 @@ def finished(folder, steps: int) -> bool:
             and json.loads(summary.read_text()).get("steps_done") == steps)
 
 # %% ../nbs/11e_emoji_study.ipynb #7a346969
+def value_text(name: str, v: float, ci: list) -> str:
+    "A value of the row `name` with its interval: one decimal for percentages (names ending in %), else three."
+    return f"{v:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]" if name.endswith("%") else f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
 def _lines(rows: list, goal: dict) -> list:
     "The table and the goals as text lines, what `make emoji` prints at its end."
-    fmt = lambda name, v, ci: (f"{v:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]" if name.endswith("%")
-                               else f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]")
     lines = [f"{'metric':<40}{'MERU':>24}{'CLIP':>24}{'MERU - CLIP':>26}"]
-    lines += [f"{name:<40}{fmt(name, *m):>24}{fmt(name, *c):>24}{fmt(name, *d):>26}" for name, m, c, d in rows]
+    lines += [f"{name:<40}{value_text(name, *m):>24}{value_text(name, *c):>24}{value_text(name, *d):>26}"
+              for name, m, c, d in rows]
     return lines + ["", "goals"] + [f"  {'met    ' if ok else 'NOT met'}  {name}" for name, ok in goal.items()]
 
 def run_emoji_study(data="data/emoji", out="nbs/results/emoji_study.json", work_dir="runs/emoji", test_vendor: str = TEST_VENDOR,
