@@ -18,6 +18,7 @@ COMMANDS = {
     "retrieval": ("meru_nb.retrieval", "retrieval_main", "recall@K on COCO, Flickr30k (Karpathy), a CSV or the built-in scenes"),
     "embed": ("meru_nb.embed", "embed_main", "embed images or texts; writes embeddings and distances"),
     "bench": ("meru_nb.cli", "bench_main", "benchmarks: geometry (ours vs geoopt), data loading, one training step"),
+    "gpu-check": ("meru_nb.gpucheck", "main", "on a CUDA machine: the step benchmark, a ViT-S run, NCCL, MERU vs CLIP; one JSON"),
 }
 
 def usage() -> str:

@@ -172,6 +172,14 @@ def cases(w: Path) -> dict:
         "bench-sizes-negative": case(["bench", "geometry", "--sizes", "-3", "--out", str(w / "b.json")], "--sizes must be positive"),
         "bench-without-geoopt": case(["bench", "geometry", "--sizes", "4", "--out", str(w / "b.json")], "meru_nb[bench]",
                                      block=["geoopt"]),
+        # the GPU check (chapter 14a); without a GPU, --device cuda is test_gpucheck.py's
+        "gpu-check-cpu-without-tiny": case(["gpu-check", "--device", "cpu", "--out", str(w / "g.json")], "--device cpu needs --tiny"),
+        "gpu-check-unknown-device": case(["gpu-check", "--device", "tpu", "--tiny", "--out", str(w / "g.json")],
+                                         "--device must be cuda, cuda:N or cpu, got 'tpu'"),
+        "gpu-check-unknown-part": case(["gpu-check", "--device", "cpu", "--tiny", "--parts", "bench,fly", "--out", str(w / "g.json")],
+                                       "--parts must name some of"),
+        "gpu-check-short-budget": case(["gpu-check", "--device", "cpu", "--tiny", "--budget", "5", "--out", str(w / "g.json")],
+                                       "--budget must be between 30 and 86400 seconds, got 5"),
     }
 
 
