@@ -13,7 +13,7 @@ HTML   := $(BOOK)/_build/html
 # Tools installed in the venv come first on PATH (the book's kernel, nbdev, pytest).
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help run run-book emoji-data emoji study study-remedies study-steps study-hycoclip study-finetune test install pytest nbtest export-check clean-check book book-fast browser clean
+.PHONY: help run run-book emoji-data emoji study study-remedies study-steps study-hycoclip study-finetune wheels wheels-here test install pytest nbtest export-check clean-check book book-fast browser clean
 
 help:
 	@echo "make run    train MERU and CLIP on the built-in scenes (papermill), evaluate both, build the book with their results"
@@ -28,6 +28,7 @@ help:
 	@echo "make study-steps  make run's recipe: hard negatives for MERU and CLIP, CLIP, and the bag of tokens as an ablation (~40 min on 2 cores)"
 	@echo "make study-hycoclip  HyCoCLIP, MERU and CLIP with make run's recipe, measured on test scenes (chapter 11b)"
 	@echo "make study-finetune  MERU fine-tuned from make run's CLIP vs from scratch, 300 steps (chapter 11d; after make run)"
+	@echo "make wheels  wheels/ for a GPU machine without a package index: what it lacks, for Python 3.12 (chapter 14a)"
 
 ## Install: a fresh venv with the package (editable) and the dev extras.
 $(STAMP): pyproject.toml
@@ -108,12 +109,26 @@ study-hycoclip: install
 study-finetune: install
 	$(BIN)/python -c "import sys; from meru_nb.finetune_study import main; sys.exit(main())" --clip-run $(RUNS)/clip --meru-run $(RUNS)/meru --out nbs/results/finetune_study.json --work-dir $(RUNS)/finetune
 
+## The wheel folder for a GPU machine that reaches no package index (chapter 14a): meru_nb's runtime dependencies
+## that the lent machine lacks, downloaded by pip at the versions installed here for Python $(WHEELS_PY) on manylinux
+## x86-64, and meru_nb's own wheel; tools/gpu_check.sh installs it there and runs meru-nb gpu-check.
+WHEELS    ?= wheels
+WHEELS_PY ?= 3.12
+wheels: install
+	$(BIN)/python tools/wheels.py --out $(WHEELS) --python-version $(WHEELS_PY)
+
+# The same folder for this machine's Python: tests/test_gpucheck.py installs it into a fresh venv that holds only
+# the lent machine's packages and runs tools/gpu_check.sh --device cpu --tiny there.
+HERE_WHEELS := _build/wheels-here
+wheels-here: install
+	$(BIN)/python tools/wheels.py --out $(HERE_WHEELS) --python-version $$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+
 ## The test command: everything CI checks.
 test: install export-check clean-check pytest nbtest book browser
 	@echo "make test: all checks passed"
 
-pytest: install
-	$(BIN)/python -m pytest -q
+pytest: install wheels-here
+	MERU_NB_WHEELS=$(abspath $(HERE_WHEELS)) $(BIN)/python -m pytest -q
 
 # Chapter tests: every chapter of the book runs top to bottom, in parallel, on a staged copy that keeps
 # its outputs, so the book shows exactly this run. The papermill run notebooks: tests/test_runs.py.
