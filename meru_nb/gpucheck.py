@@ -38,7 +38,7 @@ TINY = {"device": "cpu", "precision": "fp32",
                     "eval": {"n_zero_shot": 12, "n_retrieval": 12, "n_probe": 12, "n_hierarchy": 6, "n_binding": 6}},
         "caps": {"bench": 180, "train": 120, "ddp": 120, "compare": 300}}
 PARTS = ("bench", "train", "ddp", "compare")
-BUDGET_S = 530          # the command's whole time: 9 minutes less what installing the wheels and starting take
+BUDGET_S = 500          # the parts' time: 9 minutes less installing the wheels, starting, and stopping a part at its cap (up to 20 s)
 
 # %% ../nbs/14a_gpucheck.ipynb #56fffe0d
 def driver_version() -> str | None:
