@@ -70,6 +70,7 @@ class TrainConfig:
     entail_gate: float = 0.0             # MERU and HyCoCLIP: λ times min(1, (log B - contrastive loss) / gate); 0: off (the paper)
     text_floor: float = 0.0              # MERU and HyCoCLIP: weight of a penalty on texts with sqrt(c)||y|| < 2K; 0: off (the paper)
     hard_negatives: bool = False         # MERU and CLIP, built-in scenes: each caption's attributes swapped between objects, as an extra negative
+    binding_share: float = 0.0           # built-in scenes: share of items that name both objects of a two-object scene (chapter 06b; 0: off)
     data: str = "builtin"                # 'builtin' scenes, webdataset shards (glob, {a..b} or '::'-separated), or a .csv/.tsv
     redcaps_prob: float = 0.0            # shards only: chance of prefixing the subreddit, RedCaps style (paper 0.5)
     image_size: int = 32                 # pixels (paper 224)
@@ -117,7 +118,9 @@ class TrainConfig:
                   ("n_samples", self.n_samples > 0, "positive"),
                   ("seed", 0 <= self.seed < 2**63, "a whole number in [0, 2**63)"),
                   ("overwrite", not (self.overwrite and self.resume), "False when resume=True (resume keeps the run, overwrite replaces it)"),
-                  ("redcaps_prob", 0 <= self.redcaps_prob <= 1, "in [0, 1]"), ("data", bool(str(self.data).strip()), "not empty"),
+                  ("redcaps_prob", 0 <= self.redcaps_prob <= 1, "in [0, 1]"),
+                  ("binding_share", 0 <= self.binding_share <= 1 and (not self.binding_share or (self.data == "builtin" and self.model in ("meru", "clip"))),
+                   "in [0, 1], and 0 unless data='builtin' and model is 'meru' or 'clip'"), ("data", bool(str(self.data).strip()), "not empty"),
                   ("init_from", not self.init_from or self.model == "meru", "empty unless model='meru' (MERU starts from a CLIP)"),
                   *[(name, getattr(self, name) >= 0, ">= 0 (0: off, the paper)")
                     for name in ("entail_start", "entail_warmup", "entail_gate", "text_floor")],

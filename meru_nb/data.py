@@ -23,7 +23,8 @@ from torch.utils.data import Dataset
 
 from .render import render
 from .scenes import (COLOURS, LEVEL_PROBS, MAX_PARTS, POSITIONS, ROOT, SHAPES, SIZES, Caption, Part, Scene,
-                            SceneObject, caption_text, level, random_caption, random_scene, swap_between)
+                            SceneObject, binding_caption, caption_text, level, random_caption, random_scene, swap_between,
+                            two_object_scene)
 from .sysinfo import hardware, software
 
 # %% ../nbs/06b_data.ipynb #087f5f0a
@@ -40,7 +41,7 @@ class Sample:
 class HierarchicalScenes(Dataset):
     "Procedural scenes of coloured shapes with captions at random levels; item `i` is a pure function of (seed, i)."
     def __init__(self, n: int = 10_000, size: int = 32, seed: int = 0, max_objects: int = 2,
-                 level_probs=LEVEL_PROBS, as_tensor: bool = True, negatives: bool = False):
+                 level_probs=LEVEL_PROBS, as_tensor: bool = True, negatives: bool = False, binding_share: float = 0.0):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"`n` must be a non-negative integer, got {n!r}")
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
@@ -48,10 +49,14 @@ class HierarchicalScenes(Dataset):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}")
         random_scene(np.random.default_rng(0), max_objects)                  # validates max_objects
+        if isinstance(binding_share, bool) or not isinstance(binding_share, (int, float)) or not 0 <= binding_share <= 1 \
+                or (binding_share and max_objects < 2):
+            raise ValueError(f"`binding_share` must be in [0, 1] (0 unless max_objects >= 2), got {binding_share!r}")
         random_caption(Scene([SceneObject("circle", "red", "small", "left")]),
                        np.random.default_rng(0), level_probs)                # validates level_probs
         self.n, self.size, self.seed, self.max_objects = int(n), int(size), int(seed), max_objects
         self.level_probs, self.as_tensor, self.negatives = tuple(level_probs), as_tensor, bool(negatives)
+        self.binding_share = float(binding_share)
 
     def __len__(self): return self.n
 
@@ -63,7 +68,11 @@ class HierarchicalScenes(Dataset):
         "The scene, caption and text of item `i`, without rendering: (scene, caption, text)."
         rng = np.random.default_rng([self.seed, self._index(i)])
         scene = random_scene(rng, self.max_objects)
-        caption = random_caption(scene, rng, self.level_probs)
+        if self.binding_share and rng.random() < self.binding_share:     # no draw at 0: the items stay as they were
+            scene = two_object_scene(rng)
+            caption = binding_caption(scene, rng)
+        else:
+            caption = random_caption(scene, rng, self.level_probs)
         return scene, caption, caption_text(caption, rng)
 
     def negative(self, i: int) -> str:
@@ -87,7 +96,7 @@ class HierarchicalScenes(Dataset):
 
     def __repr__(self):
         return (f"HierarchicalScenes(n={self.n}, size={self.size}, seed={self.seed}, max_objects={self.max_objects}"
-                f"{', negatives=True' if self.negatives else ''})")
+                f"{', negatives=True' if self.negatives else ''}{f', binding_share={self.binding_share:g}' if self.binding_share else ''})")
 
 # %% ../nbs/06b_data.ipynb #07c167a5
 def legibility(attribute: str = "shape", image_size: int = 64, steps: int = 250, batch_size: int = 64,

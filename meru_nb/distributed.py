@@ -146,7 +146,8 @@ def make_loader(cfg: TrainConfig, context_length: int, start: int, stop: int, ra
     elif cfg.model == "hycoclip":                  # the same scenes and captions, each with one object's box
         data, collate = BoxedScenes(cfg.n_samples, cfg.image_size, cfg.seed), BoxCollate(context_length)
     else:
-        data = HierarchicalScenes(cfg.n_samples, cfg.image_size, cfg.seed, negatives=cfg.hard_negatives)
+        data = HierarchicalScenes(cfg.n_samples, cfg.image_size, cfg.seed, negatives=cfg.hard_negatives,
+                                  binding_share=cfg.binding_share)
         collate = Collate(context_length)
     sampler = StepSampler(len(data), cfg.batch_size, cfg.seed, start, stop, rank, world_size)
     loader = DataLoader(data, batch_sampler=sampler, collate_fn=CountSkips(collate, data), **common)

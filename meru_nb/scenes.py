@@ -6,7 +6,7 @@
 __all__ = ['SHAPES', 'COLOURS', 'SIZES', 'POSITIONS', 'MAX_PARTS', 'ROOT', 'CAPTION_FRAMES', 'LEVEL_PROBS', 'SHAPE_SHARE',
            'Taxonomy', 'plot_taxonomy', 'SceneObject', 'Scene', 'Part', 'Caption', 'satisfies', 'describes',
            'part_implies', 'generalises', 'level', 'with_article', 'noun_phrase', 'caption_text', 'random_scene',
-           'random_caption', 'swap_between']
+           'random_caption', 'swap_between', 'two_object_scene', 'binding_caption']
 
 # %% ../nbs/06_scenes.ipynb #cd912e3c
 import itertools
@@ -366,3 +366,20 @@ def swap_between(caption: Caption, scene: Scene, rng: np.random.Generator = None
     found = sorted((c for c in found if not describes(c, scene)), key=lambda c: [p.key() for p in c.parts])
     if not found: return None
     return found[0] if rng is None else found[int(rng.integers(len(found)))]
+
+# %% ../nbs/06_scenes.ipynb #6bc3efa6
+def two_object_scene(rng: np.random.Generator) -> Scene:
+    "A random scene of two objects that differ in shape and in colour (drawn again until one does)."
+    while True:
+        scene = random_scene(rng, 2)
+        a, b = scene.objects[0], scene.objects[-1]
+        if len(scene.objects) == 2 and a.shape != b.shape and a.colour != b.colour:
+            return scene
+
+def binding_caption(scene: Scene, rng: np.random.Generator) -> Caption:
+    "Both objects of a two-object `scene` by leaf shape, each with its colour, its position or both (level 4)."
+    if len(scene.objects) != 2:
+        raise ValueError(f"`scene` must hold two objects, got {len(scene.objects)}")
+    named = ("colour", "position", "both")[int(rng.integers(3))]      # the same for both objects: swappable
+    return Caption([Part(o.shape, colour=o.colour if named != "position" else None,
+                         position=o.position if named != "colour" else None) for o in scene.objects])
