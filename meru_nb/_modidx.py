@@ -142,6 +142,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'meru_nb.embed._Collate.__init__': ('embed.html#_collate.__init__', 'meru_nb/embed.py'),
                                'meru_nb.embed._json_texts': ('embed.html#_json_texts', 'meru_nb/embed.py'),
                                'meru_nb.embed.add_model_arguments': ('embed.html#add_model_arguments', 'meru_nb/embed.py'),
+                               'meru_nb.embed.check_out_file': ('embed.html#check_out_file', 'meru_nb/embed.py'),
                                'meru_nb.embed.device_option': ('embed.html#device_option', 'meru_nb/embed.py'),
                                'meru_nb.embed.embed_images': ('embed.html#embed_images', 'meru_nb/embed.py'),
                                'meru_nb.embed.embed_main': ('embed.html#embed_main', 'meru_nb/embed.py'),

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from .data import HierarchicalScenes
 from .scenes import CAPTION_FRAMES, COLOURS, SHAPES, with_article
-from .embed import add_model_arguments, whole_number, embed_images, embed_texts, load_model, model_kind, model_sizes, read_image
+from .embed import (add_model_arguments, check_out_file, whole_number, embed_images, embed_texts, load_model,
+                           model_kind, model_sizes, read_image)
 from .expmap import exp_map0
 from .lorentz import pairwise_inner
 from .pipelines import SkippedSampleWarning, eval_transform, read_utf8
@@ -209,11 +210,12 @@ def zeroshot_main(argv: list[str] | None = None) -> int:
         classnames = _read_json_or_list(a.classnames, "--classnames") if a.classnames is not None else None
         if classnames is not None:
             check_classnames(classnames.values() if isinstance(classnames, dict) else classnames, "--classnames")
+    out = check_out_file(a.out) if a.out else None         # a folder there, or a file above it: before any work
     model = load_model(a.model, a.kind, a.device)
     if a.builtin is not None:
         result = zero_shot_builtin(model, n=a.builtin, batch_size=a.batch_size)
     else:
         result = zero_shot_folder(model, a.folder, classnames, templates, batch_size=a.batch_size)
     print(json.dumps({k: result[k] for k in ("top1", "top5", "mean_per_class", "n") if k in result}))
-    if a.out: Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
+    if out: out.write_text(json.dumps(result, indent=1) + "\n")
     return 0

@@ -55,7 +55,18 @@ def cases(w: Path) -> dict:
         "resume-a-log-damaged-before-its-end": case(["train", "--out-dir", str(w / "tornlog"), *SAME_RUN, "--resume", "true"],
                                                     "tornlog/log.jsonl' is not a log record", watch=[str(w / "tornlog")]),
         "embed-out-is-a-folder": case(["embed", model, "--texts", str(w / "texts.txt"), "--out", str(w / "adir.npy")],
-                                      "adir.npy"),
+                                      "adir.npy' is a folder"),
+        # --out checked before any work: with no model at all, the output is what is named
+        "embed-out-is-a-folder-before-the-model": case(["embed", str(w / "nowhere"), "--texts", str(w / "texts.txt"),
+                                                        "--out", str(w / "adir.npy")], "adir.npy' is a folder"),
+        "embed-out-under-a-file": case(["embed", str(w / "nowhere"), "--texts", str(w / "texts.txt"), "--out",
+                                        str(w / "file.txt" / "e.npy")], "file.txt', which is a file", watch=[str(w / "file.txt")]),
+        "embed-names-file-is-a-folder": case(["embed", str(w / "nowhere"), "--texts", str(w / "texts.txt"), "--out",
+                                              str(w / "taken.npy")], "taken_names.json' is a folder", watch=[str(w / "taken.npy")]),
+        "zeroshot-out-is-a-folder": case(["zeroshot", str(w / "nowhere"), "--builtin", "4", "--out", str(w / "adir.npy")],
+                                         "--out '" + str(w / "adir.npy") + "' is a folder"),
+        "zeroshot-out-under-a-file": case(["zeroshot", str(w / "nowhere"), "--builtin", "4", "--out", str(w / "file.txt" / "r.json")],
+                                          "file.txt', which is a file", watch=[str(w / "file.txt")]),
         "into-a-model-folder": case(["train", "--out-dir", model, "--overwrite", "true", "--steps", "2", "--warmup-steps", "1"],
                                     "config.json (not a training run's"),
         "lr-inf": case(["train", "--lr", "inf", "--out-dir", run], "`lr` must be finite", watch=[run]),
@@ -241,6 +252,7 @@ def workspace(tmp_path_factory):
     (w / "unreadable.csv").write_text("filepath,title\nnotimage.jpg,a red star\n")
     (w / "shards").mkdir()
     (w / "adir.npy").mkdir()                             # a folder where an output file should go
+    (w / "taken_names.json").mkdir()                     # a folder where the names beside taken.npy should go
     (w / "texts.txt").write_text("a red star\na blue circle\n")
     (w / "broken.json").write_text('["a red star", "a blue circle"')
     from PIL import Image
