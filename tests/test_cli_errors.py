@@ -116,6 +116,10 @@ def cases(w: Path) -> dict:
         # evaluation
         "evaluate-missing": case(["evaluate", str(w / "nowhere")], "does not exist"),
         "evaluate-a-file": case(["evaluate", str(w / "file.txt")], "is a file, not a run folder"),
+        "evaluate-results-is-a-folder": case(["evaluate", str(w / "resdir")], "resdir/results.json' is a folder",
+                                             watch=[str(w / "resdir")]),
+        "evaluate-figures-is-a-file": case(["evaluate", str(w / "figfile")], "figfile/figures' is a file",
+                                           watch=[str(w / "figfile")]),
         "evaluate-n-zero-shot-0": case(["evaluate", run, "--n-zero-shot", "0"], "(--n-zero-shot) must be", watch=[run]),
         "evaluate-n-retrieval-negative": case(["evaluate", run, "--n-retrieval", "-5"], "(--n-retrieval) must be", watch=[run]),
         "zeroshot-non-image-file": case(["zeroshot", model, "--folder", str(w / "folder")], "bad.png' is not a readable image"),
@@ -252,6 +256,8 @@ def workspace(tmp_path_factory):
     (w / "unreadable.csv").write_text("filepath,title\nnotimage.jpg,a red star\n")
     (w / "shards").mkdir()
     (w / "adir.npy").mkdir()                             # a folder where an output file should go
+    (w / "resdir" / "results.json").mkdir(parents=True)  # run folders (without a model: checked first) where evaluate writes
+    (w / "figfile").mkdir(); (w / "figfile" / "figures").write_text("my figures\n")
     (w / "taken_names.json").mkdir()                     # a folder where the names beside taken.npy should go
     (w / "texts.txt").write_text("a red star\na blue circle\n")
     (w / "broken.json").write_text('["a red star", "a blue circle"')
