@@ -119,6 +119,8 @@ class TrainConfig:
                   ("overwrite", not (self.overwrite and self.resume), "False when resume=True (resume keeps the run, overwrite replaces it)"),
                   ("redcaps_prob", 0 <= self.redcaps_prob <= 1, "in [0, 1]"), ("data", bool(str(self.data).strip()), "not empty"),
                   ("init_from", not self.init_from or self.model == "meru", "empty unless model='meru' (MERU starts from a CLIP)"),
+                  ("entail_weight", 0 <= self.entail_weight <= 1e6,
+                   "in [0, 1e6] (the paper's is 0.2; far larger weights overflow the float32 gradients)"),
                   *[(name, getattr(self, name) >= 0, ">= 0 (0: off, the paper)")
                     for name in ("entail_start", "entail_warmup", "entail_gate", "text_floor")],
                   ("train_blocks", self.train_blocks >= -1 and (self.train_blocks == -1 or bool(self.init_from)),

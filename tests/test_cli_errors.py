@@ -70,6 +70,8 @@ def cases(w: Path) -> dict:
         "into-a-model-folder": case(["train", "--out-dir", model, "--overwrite", "true", "--steps", "2", "--warmup-steps", "1"],
                                     "config.json (not a training run's"),
         "lr-inf": case(["train", "--lr", "inf", "--out-dir", run], "`lr` must be finite", watch=[run]),
+        "entail-weight-absurd": case(["train", "--entail-weight", "1e39", "--out-dir", out],
+                                     "`entail_weight` must be in [0, 1e6]"),
         "lr-text": case(["train", "--lr", "fast", "--out-dir", out], "invalid float value: 'fast'"),
         "steps-fraction": case(["train", "--steps", "5.7", "--out-dir", out], "invalid int value: '5.7'"),
         "resume-maybe": case(["train", "--resume", "maybe", "--out-dir", out], "expected true or false"),

@@ -154,6 +154,14 @@ def test_divergence_never_reaches_a_checkpoint(tmp_path):
         train(tiny(tmp_path, "early", steps=6, lr=100.0, warmup_steps=0, ckpt_every=4, grad_clip=0.0))
 
 
+def test_divergence_from_a_huge_entailment_weight_names_it(tmp_path):
+    "A run that diverges with an entailment weight above 1 names the weight in its advice, not only the lr (issue 29)."
+    with pytest.raises(FloatingPointError, match=r"or a smaller entail_weight \(now 1e\+20; the paper's is 0.2\)"):
+        cfg = tiny(tmp_path, steps=2)
+        cfg.entail_weight = 1e20                             # past the configuration's check (it refuses more than 1e6)
+        train(cfg)
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_low_precision_on_cpu(tmp_path, precision):
     model = train(tiny(tmp_path, steps=2, precision=precision))
