@@ -175,6 +175,7 @@ def _json_texts(text: str, where: str) -> list[str]:
 def read_texts(path: str | os.PathLike) -> list[str]:
     "Texts from a .json file holding a list of strings, or one per non-empty line of any other text file."
     path = Path(path)
+    if path.is_dir(): raise IsADirectoryError(f"{str(path)!r} is a folder, expected a text file (one text per line) or a JSON list of strings")
     if not path.is_file(): raise FileNotFoundError(f"text file {str(path)!r} does not exist")
     if path.suffix.lower() == ".json":
         texts = _json_texts(read_utf8(path), repr(str(path)))
@@ -195,6 +196,7 @@ def texts_argument(value: str) -> list[str]:
 def list_images(folder: str | os.PathLike) -> list[Path]:
     "The image files under `folder` (recursively, sorted), or a clear error if there are none; a FIFO, socket or device is skipped with a warning."
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir(): raise NotADirectoryError(f"{str(folder)!r} is a file, expected a folder of images")
     if not folder.is_dir(): raise FileNotFoundError(f"image folder {str(folder)!r} does not exist")
     files = []
     for p in sorted(p for p in folder.rglob("*") if p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS and not p.is_dir()):

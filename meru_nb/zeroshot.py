@@ -107,6 +107,8 @@ def image_folder(root: str | os.PathLike, image_size: int = 224):
     "A torchvision `ImageFolder` of `root` with the evaluation transform, or a clear error if it holds no images."
     from torchvision.datasets import ImageFolder
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"{str(root)!r} is a file, expected a folder with one subfolder of images per class")
     if not root.is_dir(): raise FileNotFoundError(f"image folder {str(root)!r} does not exist")
     try:
         return ImageFolder(str(root), transform=eval_transform(image_size), loader=read_image, is_valid_file=_regular_image)
