@@ -72,6 +72,8 @@ def cases(w: Path) -> dict:
         "lr-inf": case(["train", "--lr", "inf", "--out-dir", run], "`lr` must be finite", watch=[run]),
         "entail-weight-absurd": case(["train", "--entail-weight", "1e39", "--out-dir", out],
                                      "`entail_weight` must be in [0, 1e6]"),
+        "image-size-below-the-scenes": case(["train", "--image-size", "4", "--steps", "1", "--out-dir", out],
+                                            "`image_size` must be at least 8 for data='builtin'"),
         "lr-text": case(["train", "--lr", "fast", "--out-dir", out], "invalid float value: 'fast'"),
         "steps-fraction": case(["train", "--steps", "5.7", "--out-dir", out], "invalid int value: '5.7'"),
         "resume-maybe": case(["train", "--resume", "maybe", "--out-dir", out], "expected true or false"),
