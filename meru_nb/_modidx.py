@@ -34,6 +34,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'meru_nb.checkpoint.RunLock.__init__': ('checkpoint.html#runlock.__init__', 'meru_nb/checkpoint.py'),
                                     'meru_nb.checkpoint.RunLock._holder': ('checkpoint.html#runlock._holder', 'meru_nb/checkpoint.py'),
                                     'meru_nb.checkpoint._alive': ('checkpoint.html#_alive', 'meru_nb/checkpoint.py'),
+                                    'meru_nb.checkpoint._command': ('checkpoint.html#_command', 'meru_nb/checkpoint.py'),
                                     'meru_nb.checkpoint._foreign': ('checkpoint.html#_foreign', 'meru_nb/checkpoint.py'),
                                     'meru_nb.checkpoint._owned': ('checkpoint.html#_owned', 'meru_nb/checkpoint.py'),
                                     'meru_nb.checkpoint._stored_config': ('checkpoint.html#_stored_config', 'meru_nb/checkpoint.py'),

@@ -10,6 +10,7 @@ import concurrent.futures as futures
 import hashlib
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -92,6 +93,8 @@ def cases(w: Path) -> dict:
                                   "pipe.yaml' sets data='pipe:touch", watch=[str(w / "owned")]),
         "yaml-missing": case(["train", "-f", str(w / "nowhere.yaml")], "does not exist"),
         "preset-unknown": case(["train", "--preset", "meru_vit_xl"], "unknown preset 'meru_vit_xl'"),
+        "lock-of-another-process": case(["train", "--out-dir", str(w / "locked"), "--steps", "2", "--warmup-steps", "1"],
+                                        "locked by pid 1", watch=[str(w / "locked")]),   # pid 1 lives, and trains nothing
         "out-dir-is-a-file": case(["train", "--out-dir", str(w / "file.txt")], "is a file, not a folder", watch=[str(w / "file.txt")]),
         "device-tpu": case(["train", "--device", "tpu", "--out-dir", run], "`device` must be", watch=[run]),
         "device-cuda-without-gpu": case(["train", "--device", "cuda", "--out-dir", out], "no usable CUDA GPU",
@@ -268,6 +271,7 @@ def workspace(tmp_path_factory):
     (w / "adir.npy").mkdir()                             # a folder where an output file should go
     (w / "resdir" / "results.json").mkdir(parents=True)  # run folders (without a model: checked first) where evaluate writes
     (w / "figfile").mkdir(); (w / "figfile" / "figures").write_text("my figures\n")
+    (w / "locked").mkdir(); (w / "locked" / ".lock").write_text(f"{platform.node()} 1\n")   # a stale lock, its pid reused
     (w / "taken_names.json").mkdir()                     # a folder where the names beside taken.npy should go
     (w / "texts.txt").write_text("a red star\na blue circle\n")
     (w / "broken.json").write_text('["a red star", "a blue circle"')

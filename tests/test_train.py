@@ -271,7 +271,7 @@ def test_a_second_live_run_in_the_same_folder_is_refused(tmp_path):
         time.sleep(0.2)
     second = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run"), "5"], capture_output=True, text=True)
     assert first.wait(300) == 0, first.stderr.read()[-2000:]
-    assert second.returncode != 0 and f"another run (pid {first.pid}) is training in" in second.stderr
+    assert second.returncode != 0 and f"is locked by pid {first.pid}" in second.stderr
     assert [r["step"] for r in read_log(tmp_path / "run")] == list(range(1, 61))
     assert not (tmp_path / "run" / ".lock").exists()
 
