@@ -108,6 +108,7 @@ def cases(w: Path) -> dict:
         "csv-missing": case(["train", "--data", str(w / "nowhere.csv"), "--out-dir", out], "does not exist"),
         "csv-empty": case(["train", "--data", str(w / "empty.csv"), "--out-dir", out], "is empty: expected a header row"),
         "data-a-folder": case(["train", "--data", str(w / "shards"), "--out-dir", out], "is a folder, not a shard"),
+        "shard-not-a-tar": case(["train", "--data", str(w / "noise.tar"), "--out-dir", out], "noise.tar is not a tar file"),
         "shards-missing": case(["train", "--data", str(w / "shards" / "{000..002}.tar"), "--out-dir", out], "do not exist"),
         # models on disk
         "safetensors-truncated": case(["embed", bad_model("truncated"), *texts], "is not a readable safetensors file"),
@@ -268,6 +269,7 @@ def workspace(tmp_path_factory):
     (w / "notimage.jpg").write_text("this is text, not a JPEG\n")
     (w / "unreadable.csv").write_text("filepath,title\nnotimage.jpg,a red star\n")
     (w / "shards").mkdir()
+    (w / "noise.tar").write_bytes(bytes(range(256)) * 16)  # not a tar file, whatever its name
     (w / "adir.npy").mkdir()                             # a folder where an output file should go
     (w / "resdir" / "results.json").mkdir(parents=True)  # run folders (without a model: checked first) where evaluate writes
     (w / "figfile").mkdir(); (w / "figfile" / "figures").write_text("my figures\n")
