@@ -108,7 +108,9 @@ class TrainConfig:
                   ("precision", self.precision in PRECISIONS + ("auto",), f"one of {list(PRECISIONS) + ['auto']}"),
                   ("lr", self.lr > 0, "positive"), ("steps", self.steps > 0, "positive"),
                   ("batch_size", self.batch_size > 0, "positive"), ("accum_steps", self.accum_steps > 0, "positive"),
-                  ("warmup_steps", 0 <= self.warmup_steps <= self.steps, f"in [0, steps={self.steps}]"),
+                  ("warmup_steps", 0 <= self.warmup_steps <= self.steps, f"in [0, steps={self.steps}]" +
+                   (f" ({self.warmup_steps}, the default, is longer than this run: pass warmup_steps={self.steps} or fewer)"
+                    if self.warmup_steps == type(self).warmup_steps else "")),
                   ("weight_decay", self.weight_decay >= 0, ">= 0"), ("grad_clip", self.grad_clip >= 0, ">= 0"),
                   ("patch_size", self.patch_size >= 0, ">= 0"),
                   ("image_size", self.image_size >= 8 if self.data == "builtin" else self.image_size > 0,

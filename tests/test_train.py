@@ -245,6 +245,13 @@ def test_values_from_text_are_read_as_their_fields_type(tmp_path):
         TrainConfig(lr=float("nan"))
 
 
+def test_the_default_warmup_beyond_the_steps_says_what_to_pass():
+    "In Python the default warmup is not fitted to a short run as the command line does: the error says what to pass (issue 29)."
+    with pytest.raises(ValueError, match=r"10, the default, is longer than this run: pass warmup_steps=3 or fewer"):
+        TrainConfig(steps=3)
+    assert TrainConfig(steps=3, warmup_steps=3).warmup_steps == 3
+
+
 def test_a_finished_run_is_kept_unless_overwrite(tmp_path):
     "Rerunning into a run's folder is refused (nothing touched) unless overwrite=True; resume and overwrite exclude each other."
     train(tiny(tmp_path, steps=2))
