@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['KINDS', 'load_model', 'is_hyperbolic', 'model_kind', 'model_sizes', 'image_batches', 'model_device', 'progress_bar',
            'EvalMode', 'embed_images', 'embed_texts', 'origin_distance', 'read_image', 'read_texts', 'texts_argument',
-           'list_images', 'ImageFiles', 'whole_number', 'device_option', 'add_model_arguments', 'check_out_file',
-           'write_embeddings', 'embed_main']
+           'image_file', 'list_images', 'ImageFiles', 'whole_number', 'device_option', 'add_model_arguments',
+           'check_out_file', 'write_embeddings', 'embed_main']
 
 # %% ../nbs/08_embed.ipynb #cdcf329b
 import argparse
@@ -193,15 +193,20 @@ def texts_argument(value: str) -> list[str]:
     return texts
 
 # %% ../nbs/08_embed.ipynb #491ca13c
+def image_file(path: str | os.PathLike) -> bool:
+    "Whether `path` is read as an image: an extension of IMAGE_EXTENSIONS and a regular file; a FIFO, socket or device is skipped with a warning."
+    p = Path(path)
+    if p.suffix.lower().lstrip(".") not in IMAGE_EXTENSIONS or p.is_dir(): return False
+    if p.is_file() or not p.exists(): return True             # a broken link stays, for read_image to name
+    warnings.warn(f"skipped {str(p)!r}: not a regular file (a FIFO, socket or device)", SkippedSampleWarning)
+    return False
+
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    "The image files under `folder` (recursively, sorted), or a clear error if there are none; a FIFO, socket or device is skipped with a warning."
+    "The image files under `folder` (recursively, sorted; see `image_file`), or a clear error if there are none."
     folder = Path(folder)
     if folder.exists() and not folder.is_dir(): raise NotADirectoryError(f"{str(folder)!r} is a file, expected a folder of images")
     if not folder.is_dir(): raise FileNotFoundError(f"image folder {str(folder)!r} does not exist")
-    files = []
-    for p in sorted(p for p in folder.rglob("*") if p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS and not p.is_dir()):
-        if p.is_file() or not p.exists(): files.append(p)   # a broken link stays, for read_image to name
-        else: warnings.warn(f"skipped {str(p)!r}: not a regular file (a FIFO, socket or device)", SkippedSampleWarning)
+    files = [p for p in sorted(folder.rglob("*")) if image_file(p)]
     if not files: raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {str(folder)!r}")
     return files
 
