@@ -137,6 +137,10 @@ def cases(w: Path) -> dict:
                                                  "--classnames and --templates apply to --folder"),
         "zeroshot-classnames-bad-json": case(["zeroshot", model, "--folder", str(w / "folder"), "--classnames", '["a", "b"'],
                                              "--classnames: '[\"a\", \"b\"' is not valid JSON"),
+        "zeroshot-classnames-file-bad-json": case(["zeroshot", model, "--folder", str(w / "folder"), "--classnames",
+                                                   str(w / "classes.json")], "classes.json' is not valid JSON"),
+        "zeroshot-templates-file-bad-json": case(["zeroshot", model, "--folder", str(w / "folder"), "--templates",
+                                                  str(w / "broken.json")], "--templates: '" + str(w / "broken.json") + "' is not valid JSON"),
         "zeroshot-classnames-empty-name": case(["zeroshot", model, "--folder", str(w / "folder"), "--classnames", '["", "b"]'],
                                                "--classnames: '' is not a class name"),
         "zeroshot-classnames-twice": case(["zeroshot", model, "--folder", str(w / "folder"), "--classnames", "x,x"],
@@ -277,6 +281,7 @@ def workspace(tmp_path_factory):
     (w / "taken_names.json").mkdir()                     # a folder where the names beside taken.npy should go
     (w / "texts.txt").write_text("a red star\na blue circle\n")
     (w / "broken.json").write_text('["a red star", "a blue circle"')
+    (w / "classes.json").write_text('["a", "b"')
     from PIL import Image
     for label in ("a", "b"):
         (w / "folder" / label).mkdir(parents=True)
