@@ -207,8 +207,11 @@ class RunLock:
             except FileExistsError:
                 holder = self._holder()
                 if holder and holder != me and holder[0] == me[0] and _alive(holder[1]):
-                    raise ValueError(f"another run (pid {holder[1]}) is training in {str(self.path.parent)!r}: "
-                                     "wait for it, stop it, or choose another `out_dir`") from None
+                    command = _command(holder[1])            # a pid may be reused: say what holds it, not that it trains
+                    raise ValueError(f"{str(self.path.parent)!r} is locked by pid {holder[1]}"
+                                     f"{f' ({command})' if command else ''}, which is running: if it is a training run, "
+                                     f"wait for it, stop it, or choose another `out_dir`; if it is not, the lock is stale "
+                                     f"(its pid reused): delete {str(self.path)!r}") from None
                 if holder and holder[0] != me[0]:
                     raise ValueError(f"{str(self.path.parent)!r} is locked by a run on host {holder[0]!r} (pid {holder[1]}); "
                                      f"if that run is gone, delete {str(self.path)!r}") from None
@@ -222,6 +225,13 @@ class RunLock:
     def __exit__(self, *exc):
         if self._holder() == (platform.node(), os.getpid()):
             self.path.unlink(missing_ok=True)
+
+def _command(pid: int) -> str:
+    "The command line of process `pid` (from /proc, shortened), or '' where it cannot be read."
+    try: words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError: return ""
+    text = " ".join(w.decode(errors="replace") for w in words if w)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 def _alive(pid: int) -> bool:
     "Whether process `pid` exists on this host."

@@ -109,9 +109,13 @@ class TrainConfig:
                   ("precision", self.precision in PRECISIONS + ("auto",), f"one of {list(PRECISIONS) + ['auto']}"),
                   ("lr", self.lr > 0, "positive"), ("steps", self.steps > 0, "positive"),
                   ("batch_size", self.batch_size > 0, "positive"), ("accum_steps", self.accum_steps > 0, "positive"),
-                  ("warmup_steps", 0 <= self.warmup_steps <= self.steps, f"in [0, steps={self.steps}]"),
+                  ("warmup_steps", 0 <= self.warmup_steps <= self.steps, f"in [0, steps={self.steps}]" +
+                   (f" ({self.warmup_steps}, the default, is longer than this run: pass warmup_steps={self.steps} or fewer)"
+                    if self.warmup_steps == type(self).warmup_steps else "")),
                   ("weight_decay", self.weight_decay >= 0, ">= 0"), ("grad_clip", self.grad_clip >= 0, ">= 0"),
-                  ("patch_size", self.patch_size >= 0, ">= 0"), ("image_size", self.image_size > 0, "positive"),
+                  ("patch_size", self.patch_size >= 0, ">= 0"),
+                  ("image_size", self.image_size >= 8 if self.data == "builtin" else self.image_size > 0,
+                   "at least 8 for data='builtin' (the scenes are drawn at 8 pixels or more)" if self.data == "builtin" else "positive"),
                   ("num_workers", self.num_workers >= 0, ">= 0"), ("ckpt_every", self.ckpt_every >= 0, ">= 0"),
                   ("keep_every", self.keep_every >= 0, ">= 0"),
                   ("stop_at", 0 <= self.stop_at <= self.steps, f"in [0, steps={self.steps}]"),
@@ -122,6 +126,8 @@ class TrainConfig:
                   ("binding_share", 0 <= self.binding_share <= 1 and (not self.binding_share or (self.data == "builtin" and self.model in ("meru", "clip"))),
                    "in [0, 1], and 0 unless data='builtin' and model is 'meru' or 'clip'"), ("data", bool(str(self.data).strip()), "not empty"),
                   ("init_from", not self.init_from or self.model == "meru", "empty unless model='meru' (MERU starts from a CLIP)"),
+                  ("entail_weight", 0 <= self.entail_weight <= 1e6,
+                   "in [0, 1e6] (the paper's is 0.2; far larger weights overflow the float32 gradients)"),
                   *[(name, getattr(self, name) >= 0, ">= 0 (0: off, the paper)")
                     for name in ("entail_start", "entail_warmup", "entail_gate", "text_floor")],
                   ("train_blocks", self.train_blocks >= -1 and (self.train_blocks == -1 or bool(self.init_from)),

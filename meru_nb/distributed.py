@@ -128,7 +128,9 @@ def check_data(cfg: TrainConfig):
     if kind == "table":
         CsvDataset(cfg.data, train_transform(cfg.image_size), log=SkipLog(quiet=True))[0]   # columns, files, one image
     if kind == "shards":
-        expand_shards(cfg.data.split("::"))      # raises FileNotFoundError naming what is missing
+        shards = expand_shards(cfg.data.split("::"))      # raises FileNotFoundError naming what is missing
+        if not any("://" in s or s.startswith("pipe:") for s in shards):   # local: one valid sample, as a table's one image
+            shard_dataset(shards, train_transform(cfg.image_size), resampled=True, rank=0, world_size=1, log=SkipLog(quiet=True))
 
 def make_loader(cfg: TrainConfig, context_length: int, start: int, stop: int, rank: int = 0, world_size: int = 1):
     "This rank's micro-batches `start`…`stop - 1` as (images, tokens, [boxes,] skip counts, skip examples); `.at_load`: a table's dropped rows."

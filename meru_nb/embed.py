@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['KINDS', 'load_model', 'is_hyperbolic', 'model_kind', 'model_sizes', 'image_batches', 'model_device', 'progress_bar',
            'EvalMode', 'embed_images', 'embed_texts', 'origin_distance', 'read_image', 'read_texts', 'texts_argument',
-           'list_images', 'ImageFiles', 'whole_number', 'device_option', 'add_model_arguments', 'write_embeddings',
-           'embed_main']
+           'image_file', 'list_images', 'ImageFiles', 'whole_number', 'device_option', 'add_model_arguments',
+           'check_out_file', 'write_embeddings', 'embed_main']
 
 # %% ../nbs/08_embed.ipynb #cdcf329b
 import argparse
@@ -175,6 +175,7 @@ def _json_texts(text: str, where: str) -> list[str]:
 def read_texts(path: str | os.PathLike) -> list[str]:
     "Texts from a .json file holding a list of strings, or one per non-empty line of any other text file."
     path = Path(path)
+    if path.is_dir(): raise IsADirectoryError(f"{str(path)!r} is a folder, expected a text file (one text per line) or a JSON list of strings")
     if not path.is_file(): raise FileNotFoundError(f"text file {str(path)!r} does not exist")
     if path.suffix.lower() == ".json":
         texts = _json_texts(read_utf8(path), repr(str(path)))
@@ -192,14 +193,20 @@ def texts_argument(value: str) -> list[str]:
     return texts
 
 # %% ../nbs/08_embed.ipynb #491ca13c
+def image_file(path: str | os.PathLike) -> bool:
+    "Whether `path` is read as an image: an extension of IMAGE_EXTENSIONS and a regular file; a FIFO, socket or device is skipped with a warning."
+    p = Path(path)
+    if p.suffix.lower().lstrip(".") not in IMAGE_EXTENSIONS or p.is_dir(): return False
+    if p.is_file() or not p.exists(): return True             # a broken link stays, for read_image to name
+    warnings.warn(f"skipped {str(p)!r}: not a regular file (a FIFO, socket or device)", SkippedSampleWarning)
+    return False
+
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    "The image files under `folder` (recursively, sorted), or a clear error if there are none; a FIFO, socket or device is skipped with a warning."
+    "The image files under `folder` (recursively, sorted; see `image_file`), or a clear error if there are none."
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir(): raise NotADirectoryError(f"{str(folder)!r} is a file, expected a folder of images")
     if not folder.is_dir(): raise FileNotFoundError(f"image folder {str(folder)!r} does not exist")
-    files = []
-    for p in sorted(p for p in folder.rglob("*") if p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS and not p.is_dir()):
-        if p.is_file() or not p.exists(): files.append(p)   # a broken link stays, for read_image to name
-        else: warnings.warn(f"skipped {str(p)!r}: not a regular file (a FIFO, socket or device)", SkippedSampleWarning)
+    files = [p for p in sorted(folder.rglob("*")) if image_file(p)]
     if not files: raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {str(folder)!r}")
     return files
 
@@ -234,6 +241,16 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=whole_number(1), default=256, help="images or texts per forward pass")
     p.add_argument("--device", type=device_option, default="cpu", help="cpu, cuda, cuda:N, mps or auto")
 
+# %% ../nbs/08_embed.ipynb #5c1a7e01
+def check_out_file(path: str | os.PathLike, what: str = "--out") -> Path:
+    "`path` as a file to write, checked before any work: an error naming it (`what`: the option) if it is a folder or lies under a file."
+    path = Path(path)
+    if path.is_dir(): raise IsADirectoryError(f"{what} {str(path)!r} is a folder: name a file to write")
+    parent = next((q for q in path.parents if q.exists()), None)   # the nearest part of the path that exists
+    if parent is not None and not parent.is_dir():
+        raise NotADirectoryError(f"{what} {str(path)!r} lies under {str(parent)!r}, which is a file, not a folder")
+    return path
+
 # %% ../nbs/08_embed.ipynb #1320d72c
 def write_embeddings(path: str | os.PathLike, emb: Tensor, distances: Tensor | None, names: list[str], meta: dict) -> Path:
     "Save embeddings (and MERU's `dist0`) as .safetensors (names in the metadata) or .npy (names beside it)."
@@ -262,6 +279,9 @@ def embed_main(argv: list[str] | None = None) -> int:
     p.add_argument("--progress", action="store_true")
     a = p.parse_args(argv)
     if not str(a.out).endswith((".safetensors", ".npy")): p.error(f"--out must end in .safetensors or .npy, got {a.out!r}")
+    out = check_out_file(a.out)                                       # a folder there, or a file above it: before any work
+    for extra in ("_names.json", "_dist0.npy") if out.suffix == ".npy" else ():
+        check_out_file(out.with_name(out.stem + extra), "the file beside --out")
     texts = texts_argument(a.texts) if a.texts is not None else None   # bad texts fail before the model is read
     model = load_model(a.model, a.kind, a.device)
     if texts is None:
@@ -272,6 +292,6 @@ def embed_main(argv: list[str] | None = None) -> int:
         names = texts
         emb = embed_texts(model, names, a.batch_size, progress=a.progress)
     meta = {"kind": model_kind(model)} | ({"curv": model.curvature().detach().item()} if model_kind(model) == "meru" else {})
-    out = write_embeddings(a.out, emb, origin_distance(model, emb), names, meta)
+    out = write_embeddings(out, emb, origin_distance(model, emb), names, meta)
     print(f"wrote {len(names)} embeddings of dimension {emb.shape[1]} to {out}")
     return 0

@@ -60,6 +60,12 @@ def evaluate_run(run_dir, n_zero_shot: int = 600, n_retrieval: int = 500, n_prob
                            ("n_hierarchy", n_hierarchy, 2), ("n_binding", n_binding, 1)):
         if not isinstance(n, int) or n < least:
             raise ValueError(f"`{name}` (--{name.replace('_', '-')}) must be a whole number of at least {least}, got {n!r}")
+    if (run_dir / "results.json").is_dir():                # where it writes, checked before the minutes of work
+        raise IsADirectoryError(f"{str(run_dir / 'results.json')!r} is a folder: the results are written to that file; "
+                                "move the folder away")
+    if figures and (run_dir / "figures").exists() and not (run_dir / "figures").is_dir():
+        raise NotADirectoryError(f"{str(run_dir / 'figures')!r} is a file: the figures are written into that folder; "
+                                 "move the file away or pass --no-figures")
     model = load_model(run_dir)
     kind = (getattr(model, "config", None) or {}).get("kind") or model_kind(model)   # 'hycoclip' too, not its geometry
     read = lambda name: json.loads((run_dir / name).read_text()) if (run_dir / name).is_file() else None

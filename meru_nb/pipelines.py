@@ -15,6 +15,8 @@ import glob
 import io
 import json
 import os
+import re
+import tarfile
 import tempfile
 import time
 import warnings
@@ -213,8 +215,23 @@ class _ShardSamples:
                     n += 1
                     yield sample
             finally: stream.close()  # webdataset leaves its streams to the garbage collector
-            if n == 0: self.log.skip("empty shard", url, errors[0] if errors else None)
-            for exn in errors if n else []: self.log.skip("corrupt shard", url, exn)
+            if n == 0 and errors and _not_a_tar(errors[0]):
+                self.log.skip("unreadable shard", f"{url} is not a tar file ({errors[0].args[0]})")
+            elif n == 0: self.log.skip("empty shard", url, errors[0] if errors else None)
+            for exn in errors if n else []:
+                if key := _duplicate_key(exn): self.log.skip("corrupt shard", f"{url}: duplicate key {key[0]!r} ({key[1]!r} twice)")
+                else: self.log.skip("corrupt shard", url, exn)
+
+def _not_a_tar(exn) -> bool:
+    "Whether `exn` says the first header of a file is no tar header (random bytes, a gzip), not that a tar ends early."
+    return isinstance(exn, tarfile.ReadError) and bool(exn.args) and exn.args[0] in ("invalid header", "bad checksum")
+
+def _duplicate_key(exn):
+    "(key, file name) when `exn` is webdataset's error for a sample holding one file twice, else None."
+    found = re.match(r"(.+?): duplicate file name", str(exn.args[0]) if exn.args else "")
+    if not found: return None
+    folder, _, base = found[1].rpartition("/")             # the key: the name up to the first dot of its last part
+    return (folder + "/" if folder else "") + base.split(".")[0], found[1]
 
 # %% ../nbs/06c_pipelines.ipynb #f778a4d2
 class _Decode:
@@ -251,8 +268,9 @@ def _first_valid(shards, decode: _Decode) -> SkipLog:
     quiet = SkipLog(quiet=True)
     probe = _Decode(decode.transform, decode.context_length, quiet)
     for _ in probe(_ShardSamples(quiet)(dict(url=u) for u in shards)): return quiet
+    first = next((names[0] for names in quiet.examples.values() if names), None)   # what the problem was, by name
     raise ValueError(f"no valid sample in {len(shards)} shard(s) {shards[:3]}{'...' if len(shards) > 3 else ''}: "
-                     f"skipped {dict(quiet.counts)}")
+                     f"skipped {dict(quiet.counts)}" + (f"; the first: {first}" if first else ""))
 
 def shard_dataset(urls, transform=None, context_length: int = 77, resampled: bool = False,
                   shuffle: int = 4000, seed: int = 0, redcaps_prob: float = 0.0,

@@ -82,7 +82,8 @@ def _stop_diverged(model, cfg, step: int, record: dict, bad: list, grad_norm: fl
     raise FloatingPointError(
         f"the run diverged at step {step + 1}: {what}{grads}; stopping before the optimizer step, so {saved}. "
         f"Resuming repeats the same steps: start a new run with a lower lr (now {cfg.lr:g}), a longer warmup "
-        f"(now {cfg.warmup_steps}) or grad_clip > 0 (now {cfg.grad_clip:g})")
+        f"(now {cfg.warmup_steps}) or grad_clip > 0 (now {cfg.grad_clip:g})"
+        + (f", or a smaller entail_weight (now {cfg.entail_weight:g}; the paper's is 0.2)" if cfg.entail_weight > 1 else ""))
 
 # %% ../nbs/07d_train.ipynb #017aa573
 def initial_model(cfg: TrainConfig, device="cpu") -> nn.Module:

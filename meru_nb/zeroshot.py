@@ -11,8 +11,6 @@ __all__ = ['IMAGENET_TEMPLATES', 'BUILTIN_TEMPLATES', 'TEMPLATES', 'class_embedd
 import argparse
 import json
 import os
-import stat
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +19,11 @@ from torch import Tensor, nn
 
 from .data import HierarchicalScenes
 from .scenes import CAPTION_FRAMES, COLOURS, SHAPES, with_article
-from .embed import add_model_arguments, whole_number, embed_images, embed_texts, load_model, model_kind, model_sizes, read_image
+from .embed import (add_model_arguments, check_out_file, image_file, whole_number, embed_images, embed_texts, load_model,
+                           model_kind, model_sizes, read_image)
 from .expmap import exp_map0
 from .lorentz import pairwise_inner
-from .pipelines import SkippedSampleWarning, eval_transform, read_utf8
+from .pipelines import eval_transform, read_utf8
 
 # %% ../nbs/08b_zeroshot.ipynb #b7480ccb
 def class_embeddings(model, classnames: list[str], templates: list[str], batch_size: int = 256,
@@ -92,23 +91,15 @@ def zero_shot(model, data, classnames: list[str], templates: list[str], labels: 
     return {**out, "classnames": list(classnames), "templates": list(templates)}
 
 # %% ../nbs/08b_zeroshot.ipynb #63aa8ab6
-def _regular_image(path: str) -> bool:
-    "Whether ImageFolder takes `path`: an image extension and a regular file; a FIFO, socket or device is skipped with a warning."
-    from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
-    if not has_file_allowed_extension(path, IMG_EXTENSIONS): return False
-    try: mode = os.stat(path).st_mode
-    except OSError: return True                     # a broken link: read_image names it
-    if stat.S_ISREG(mode): return True
-    warnings.warn(f"skipped {path!r}: not a regular file (a FIFO, socket or device)", SkippedSampleWarning)
-    return False
-
 def image_folder(root: str | os.PathLike, image_size: int = 224):
     "A torchvision `ImageFolder` of `root` with the evaluation transform, or a clear error if it holds no images."
     from torchvision.datasets import ImageFolder
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"{str(root)!r} is a file, expected a folder with one subfolder of images per class")
     if not root.is_dir(): raise FileNotFoundError(f"image folder {str(root)!r} does not exist")
     try:
-        return ImageFolder(str(root), transform=eval_transform(image_size), loader=read_image, is_valid_file=_regular_image)
+        return ImageFolder(str(root), transform=eval_transform(image_size), loader=read_image, is_valid_file=image_file)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"no images in {str(root)!r}: expected one subfolder of images per class ({e})") from None
 
@@ -209,11 +200,12 @@ def zeroshot_main(argv: list[str] | None = None) -> int:
         classnames = _read_json_or_list(a.classnames, "--classnames") if a.classnames is not None else None
         if classnames is not None:
             check_classnames(classnames.values() if isinstance(classnames, dict) else classnames, "--classnames")
+    out = check_out_file(a.out) if a.out else None         # a folder there, or a file above it: before any work
     model = load_model(a.model, a.kind, a.device)
     if a.builtin is not None:
         result = zero_shot_builtin(model, n=a.builtin, batch_size=a.batch_size)
     else:
         result = zero_shot_folder(model, a.folder, classnames, templates, batch_size=a.batch_size)
     print(json.dumps({k: result[k] for k in ("top1", "top5", "mean_per_class", "n") if k in result}))
-    if a.out: Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
+    if out: out.write_text(json.dumps(result, indent=1) + "\n")
     return 0

@@ -10,6 +10,7 @@ import concurrent.futures as futures
 import hashlib
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -55,10 +56,25 @@ def cases(w: Path) -> dict:
         "resume-a-log-damaged-before-its-end": case(["train", "--out-dir", str(w / "tornlog"), *SAME_RUN, "--resume", "true"],
                                                     "tornlog/log.jsonl' is not a log record", watch=[str(w / "tornlog")]),
         "embed-out-is-a-folder": case(["embed", model, "--texts", str(w / "texts.txt"), "--out", str(w / "adir.npy")],
-                                      "adir.npy"),
+                                      "adir.npy' is a folder"),
+        # --out checked before any work: with no model at all, the output is what is named
+        "embed-out-is-a-folder-before-the-model": case(["embed", str(w / "nowhere"), "--texts", str(w / "texts.txt"),
+                                                        "--out", str(w / "adir.npy")], "adir.npy' is a folder"),
+        "embed-out-under-a-file": case(["embed", str(w / "nowhere"), "--texts", str(w / "texts.txt"), "--out",
+                                        str(w / "file.txt" / "e.npy")], "file.txt', which is a file", watch=[str(w / "file.txt")]),
+        "embed-names-file-is-a-folder": case(["embed", str(w / "nowhere"), "--texts", str(w / "texts.txt"), "--out",
+                                              str(w / "taken.npy")], "taken_names.json' is a folder", watch=[str(w / "taken.npy")]),
+        "zeroshot-out-is-a-folder": case(["zeroshot", str(w / "nowhere"), "--builtin", "4", "--out", str(w / "adir.npy")],
+                                         "--out '" + str(w / "adir.npy") + "' is a folder"),
+        "zeroshot-out-under-a-file": case(["zeroshot", str(w / "nowhere"), "--builtin", "4", "--out", str(w / "file.txt" / "r.json")],
+                                          "file.txt', which is a file", watch=[str(w / "file.txt")]),
         "into-a-model-folder": case(["train", "--out-dir", model, "--overwrite", "true", "--steps", "2", "--warmup-steps", "1"],
                                     "config.json (not a training run's"),
         "lr-inf": case(["train", "--lr", "inf", "--out-dir", run], "`lr` must be finite", watch=[run]),
+        "entail-weight-absurd": case(["train", "--entail-weight", "1e39", "--out-dir", out],
+                                     "`entail_weight` must be in [0, 1e6]"),
+        "image-size-below-the-scenes": case(["train", "--image-size", "4", "--steps", "1", "--out-dir", out],
+                                            "`image_size` must be at least 8 for data='builtin'"),
         "lr-text": case(["train", "--lr", "fast", "--out-dir", out], "invalid float value: 'fast'"),
         "steps-fraction": case(["train", "--steps", "5.7", "--out-dir", out], "invalid int value: '5.7'"),
         "resume-maybe": case(["train", "--resume", "maybe", "--out-dir", out], "expected true or false"),
@@ -77,6 +93,8 @@ def cases(w: Path) -> dict:
                                   "pipe.yaml' sets data='pipe:touch", watch=[str(w / "owned")]),
         "yaml-missing": case(["train", "-f", str(w / "nowhere.yaml")], "does not exist"),
         "preset-unknown": case(["train", "--preset", "meru_vit_xl"], "unknown preset 'meru_vit_xl'"),
+        "lock-of-another-process": case(["train", "--out-dir", str(w / "locked"), "--steps", "2", "--warmup-steps", "1"],
+                                        "locked by pid 1", watch=[str(w / "locked")]),   # pid 1 lives, and trains nothing
         "out-dir-is-a-file": case(["train", "--out-dir", str(w / "file.txt")], "is a file, not a folder", watch=[str(w / "file.txt")]),
         "device-tpu": case(["train", "--device", "tpu", "--out-dir", run], "`device` must be", watch=[run]),
         "device-cuda-without-gpu": case(["train", "--device", "cuda", "--out-dir", out], "no usable CUDA GPU",
@@ -90,6 +108,7 @@ def cases(w: Path) -> dict:
         "csv-missing": case(["train", "--data", str(w / "nowhere.csv"), "--out-dir", out], "does not exist"),
         "csv-empty": case(["train", "--data", str(w / "empty.csv"), "--out-dir", out], "is empty: expected a header row"),
         "data-a-folder": case(["train", "--data", str(w / "shards"), "--out-dir", out], "is a folder, not a shard"),
+        "shard-not-a-tar": case(["train", "--data", str(w / "noise.tar"), "--out-dir", out], "noise.tar is not a tar file"),
         "shards-missing": case(["train", "--data", str(w / "shards" / "{000..002}.tar"), "--out-dir", out], "do not exist"),
         # models on disk
         "safetensors-truncated": case(["embed", bad_model("truncated"), *texts], "is not a readable safetensors file"),
@@ -105,6 +124,10 @@ def cases(w: Path) -> dict:
         # evaluation
         "evaluate-missing": case(["evaluate", str(w / "nowhere")], "does not exist"),
         "evaluate-a-file": case(["evaluate", str(w / "file.txt")], "is a file, not a run folder"),
+        "evaluate-results-is-a-folder": case(["evaluate", str(w / "resdir")], "resdir/results.json' is a folder",
+                                             watch=[str(w / "resdir")]),
+        "evaluate-figures-is-a-file": case(["evaluate", str(w / "figfile")], "figfile/figures' is a file",
+                                           watch=[str(w / "figfile")]),
         "evaluate-n-zero-shot-0": case(["evaluate", run, "--n-zero-shot", "0"], "(--n-zero-shot) must be", watch=[run]),
         "evaluate-n-retrieval-negative": case(["evaluate", run, "--n-retrieval", "-5"], "(--n-retrieval) must be", watch=[run]),
         "zeroshot-non-image-file": case(["zeroshot", model, "--folder", str(w / "folder")], "bad.png' is not a readable image"),
@@ -114,6 +137,10 @@ def cases(w: Path) -> dict:
                                                  "--classnames and --templates apply to --folder"),
         "zeroshot-classnames-bad-json": case(["zeroshot", model, "--folder", str(w / "folder"), "--classnames", '["a", "b"'],
                                              "--classnames: '[\"a\", \"b\"' is not valid JSON"),
+        "zeroshot-classnames-file-bad-json": case(["zeroshot", model, "--folder", str(w / "folder"), "--classnames",
+                                                   str(w / "classes.json")], "classes.json' is not valid JSON"),
+        "zeroshot-templates-file-bad-json": case(["zeroshot", model, "--folder", str(w / "folder"), "--templates",
+                                                  str(w / "broken.json")], "--templates: '" + str(w / "broken.json") + "' is not valid JSON"),
         "zeroshot-classnames-empty-name": case(["zeroshot", model, "--folder", str(w / "folder"), "--classnames", '["", "b"]'],
                                                "--classnames: '' is not a class name"),
         "zeroshot-classnames-twice": case(["zeroshot", model, "--folder", str(w / "folder"), "--classnames", "x,x"],
@@ -132,6 +159,12 @@ def cases(w: Path) -> dict:
                                            "broken.json' is not valid JSON", watch=[str(w / "emb.npy")]),
         "embed-texts-inline-not-strings": case(["embed", model, "--texts", "[1, 2]", "--out", str(w / "emb.npy")],
                                                "--texts '[1, 2]' must hold a JSON list of strings"),
+        "embed-texts-a-folder": case(["embed", model, "--texts", str(w / "folder"), "--out", str(w / "emb.npy")],
+                                     "folder' is a folder, expected a text file", watch=[str(w / "emb.npy")]),
+        "embed-images-a-file": case(["embed", model, "--images", str(w / "texts.txt"), "--out", str(w / "emb.npy")],
+                                    "texts.txt' is a file, expected a folder of images", watch=[str(w / "emb.npy")]),
+        "zeroshot-folder-a-file": case(["zeroshot", model, "--folder", str(w / "texts.txt")],
+                                       "texts.txt' is a file, expected a folder with one subfolder of images per class"),
         "embed-texts-empty": case(["embed", model, "--texts", "", "--out", str(w / "emb.npy")], "--texts is empty"),
         "embed-texts-latin-1": case(["embed", model, "--texts", str(w / "latin.txt"), "--out", str(w / "emb.npy")],
                                     "latin.txt' is not UTF-8 text: byte 16 (line 2)"),
@@ -248,9 +281,15 @@ def workspace(tmp_path_factory):
     (w / "notimage.jpg").write_text("this is text, not a JPEG\n")
     (w / "unreadable.csv").write_text("filepath,title\nnotimage.jpg,a red star\n")
     (w / "shards").mkdir()
+    (w / "noise.tar").write_bytes(bytes(range(256)) * 16)  # not a tar file, whatever its name
     (w / "adir.npy").mkdir()                             # a folder where an output file should go
+    (w / "resdir" / "results.json").mkdir(parents=True)  # run folders (without a model: checked first) where evaluate writes
+    (w / "figfile").mkdir(); (w / "figfile" / "figures").write_text("my figures\n")
+    (w / "locked").mkdir(); (w / "locked" / ".lock").write_text(f"{platform.node()} 1\n")   # a stale lock, its pid reused
+    (w / "taken_names.json").mkdir()                     # a folder where the names beside taken.npy should go
     (w / "texts.txt").write_text("a red star\na blue circle\n")
     (w / "broken.json").write_text('["a red star", "a blue circle"')
+    (w / "classes.json").write_text('["a", "b"')
     from PIL import Image
     for label in ("a", "b"):
         (w / "folder" / label).mkdir(parents=True)

@@ -154,6 +154,14 @@ def test_divergence_never_reaches_a_checkpoint(tmp_path):
         train(tiny(tmp_path, "early", steps=6, lr=100.0, warmup_steps=0, ckpt_every=4, grad_clip=0.0))
 
 
+def test_divergence_from_a_huge_entailment_weight_names_it(tmp_path):
+    "A run that diverges with an entailment weight above 1 names the weight in its advice, not only the lr (issue 29)."
+    with pytest.raises(FloatingPointError, match=r"or a smaller entail_weight \(now 1e\+20; the paper's is 0.2\)"):
+        cfg = tiny(tmp_path, steps=2)
+        cfg.entail_weight = 1e20                             # past the configuration's check (it refuses more than 1e6)
+        train(cfg)
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_low_precision_on_cpu(tmp_path, precision):
     model = train(tiny(tmp_path, steps=2, precision=precision))
@@ -237,6 +245,13 @@ def test_values_from_text_are_read_as_their_fields_type(tmp_path):
         TrainConfig(lr=float("nan"))
 
 
+def test_the_default_warmup_beyond_the_steps_says_what_to_pass():
+    "In Python the default warmup is not fitted to a short run as the command line does: the error says what to pass (issue 29)."
+    with pytest.raises(ValueError, match=r"10, the default, is longer than this run: pass warmup_steps=3 or fewer"):
+        TrainConfig(steps=3)
+    assert TrainConfig(steps=3, warmup_steps=3).warmup_steps == 3
+
+
 def test_a_finished_run_is_kept_unless_overwrite(tmp_path):
     "Rerunning into a run's folder is refused (nothing touched) unless overwrite=True; resume and overwrite exclude each other."
     train(tiny(tmp_path, steps=2))
@@ -263,7 +278,7 @@ def test_a_second_live_run_in_the_same_folder_is_refused(tmp_path):
         time.sleep(0.2)
     second = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run"), "5"], capture_output=True, text=True)
     assert first.wait(300) == 0, first.stderr.read()[-2000:]
-    assert second.returncode != 0 and f"another run (pid {first.pid}) is training in" in second.stderr
+    assert second.returncode != 0 and f"is locked by pid {first.pid}" in second.stderr
     assert [r["step"] for r in read_log(tmp_path / "run")] == list(range(1, 61))
     assert not (tmp_path / "run" / ".lock").exists()
 
