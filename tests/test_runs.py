@@ -54,6 +54,16 @@ def test_unknown_parameter_is_reported(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+def test_a_pipe_url_needs_allow_pipe(tmp_path):
+    "A parameters file (papermill -f) whose data is a pipe: URL runs no shell command unless allow_pipe is True (issue 29)."
+    params = tmp_path / "params.yaml"
+    params.write_text(f"data: 'pipe:touch {tmp_path / 'ran'}; cat ok.tar'\nout_dir: {tmp_path / 'bad'}\n")
+    import yaml
+    with pytest.raises(pm.PapermillExecutionError, match=r"is a webdataset pipe: URL, which runs a shell command: pass -p allow_pipe True"):
+        run("20_train.ipynb", tmp_path / "bad.ipynb", **{**TINY, **yaml.safe_load(params.read_text())})
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "bad").exists()
+
+
 def test_parameter_of_the_wrong_type_is_reported(tmp_path):
     "`papermill -p steps five` passes the text 'five': refused by the field's type, by name, before the folder exists."
     with pytest.raises(pm.PapermillExecutionError, match=r"`steps` must be a whole number, got steps='five'"):
@@ -97,6 +107,7 @@ def test_the_train_notebook_is_the_studies_recipe():
                 if "parameters" in c.get("metadata", {}).get("tags", []))
     values = {}
     exec("".join(cell["source"]), {}, values)
+    assert values.pop("allow_pipe") is False                  # the notebook's own guard, not a TrainConfig field
     steps = values["steps"]
     for model in ("meru", "clip"):
         notebook = TrainConfig(**{**values, "model": model})
