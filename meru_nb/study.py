@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['LAMBDAS', 'SEEDS', 'MARKS', 'VALIDATION_SEED', 'MIN_RADIUS', 'REMEDY', 'QUANTILES', 'METRICS', 'OFF', 'REMEDIES',
-           'EARLIER', 'ARMS', 'STEP_ARMS', 'ABLATIONS', 'recipe', 'measure', 'study_run', 'run_pool', 'run_study',
-           'main', 'run_remedy_study', 'summarize', 'steps_run', 'run_steps_study']
+           'EARLIER', 'ARMS', 'STEP_ARMS', 'ABLATIONS', 'BINDING_ARMS', 'recipe', 'measure', 'study_run', 'run_pool',
+           'run_study', 'main', 'run_remedy_study', 'summarize', 'steps_run', 'run_steps_study']
 
 # %% ../nbs/07e_study.ipynb #be73124d
 import argparse
@@ -149,7 +149,7 @@ def run_study(out: str = "nbs/results/lambda_study.json", work_dir: str = "runs/
     return result
 
 def main(argv=None) -> int:
-    "The studies from the command line: [--compare-steps] [--out PATH] [--work-dir DIR] [--workers N] [--steps N]."
+    "The studies from the command line: [--compare-steps | --binding | --remedies] [--out PATH] [--work-dir DIR] [--workers N] [--steps N]."
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--one"]:
         _one(argv[1:]); return 0
@@ -160,6 +160,7 @@ def main(argv=None) -> int:
                                 "the length of make run's schedule), measured on validation scenes.")
     p.add_argument("--compare-steps", action="store_true", help="train every arm of STEP_ARMS (MERU and CLIP, with hard negatives, with a bag of tokens) instead")
     p.add_argument("--remedies", action="store_true", help="compare the REMEDIES for the stall at λ = 0.2 instead")
+    p.add_argument("--binding", action="store_true", help="train the BINDING_ARMS (a caption mix that binds, with hard negatives) instead")
     p.add_argument("--out", help="the JSON to write (default nbs/results/lambda_study.json or steps_study.json)")
     p.add_argument("--work-dir", help="run folders (default runs/study or runs/steps)")
     p.add_argument("--workers", type=int, default=2)
@@ -170,6 +171,10 @@ def main(argv=None) -> int:
     if a.compare_steps:
         out = a.out or "nbs/results/steps_study.json"
         result = run_steps_study(out, a.work_dir or "runs/steps", workers=a.workers)
+    elif a.binding:
+        out = a.out or "nbs/results/binding_study.json"
+        result = run_steps_study(out, a.work_dir or "runs/steps", BINDING_ARMS, SEEDS[:1], workers=a.workers,
+                                 command="make study-binding")
     elif a.remedies:
         out = a.out or "nbs/results/remedy_study.json"
         result = run_remedy_study(out, a.work_dir or "runs/remedies", workers=a.workers)
@@ -222,10 +227,13 @@ def summarize(runs: list, key: str) -> dict:
 STEP_ARMS = {"CLIP": ("clip", {"hard_negatives": False}),      # model and TrainConfig fields on top of `recipe`
              "CLIP, hard negatives": ("clip", {"hard_negatives": True}),
              "MERU, hard negatives": ("meru", {"hard_negatives": True}),  # MERU without them: the remedy study's arm
+             "CLIP, binding mix": ("clip", {"hard_negatives": True, "binding_share": 0.3}),
+             "MERU, binding mix": ("meru", {"hard_negatives": True, "binding_share": 0.3}),
              "MERU, bag of tokens": ("meru", {"size": "cpu_bag"}),
              "CLIP, bag of tokens": ("clip", {"size": "cpu_bag"})}
 ABLATIONS = ("MERU, bag of tokens", "CLIP, bag of tokens")    # one seed each
-_ARM_KEYS = ("size", "hard_negatives", "entail_start", "entail_warmup", "entail_gate", "text_floor", "lr")
+BINDING_ARMS = ("CLIP, binding mix", "MERU, binding mix")      # make study-binding: one seed each, a study of their own
+_ARM_KEYS = ("size", "hard_negatives", "binding_share", "entail_start", "entail_warmup", "entail_gate", "text_floor", "lr")
 
 def _arm_folder(cfg: TrainConfig) -> str:
     "A folder name that spells out what an arm changes, so that a finished run is found again whatever the defaults."
@@ -248,8 +256,9 @@ def steps_run(model: str, steps: int, seed: int, out_dir, **overrides) -> dict:
     done.write_text(json.dumps(record, indent=1) + "\n")
     return record
 
-def run_steps_study(out: str = "nbs/results/steps_study.json", work_dir: str = "runs/steps", arms=tuple(STEP_ARMS),
-                    seeds=SEEDS, steps: int = 1500, workers: int = 2) -> dict:
+def run_steps_study(out: str = "nbs/results/steps_study.json", work_dir: str = "runs/steps",
+                    arms=tuple(a for a in STEP_ARMS if a not in BINDING_ARMS), seeds=SEEDS, steps: int = 1500, workers: int = 2,
+                    command: str = "make study-steps") -> dict:
     "Every arm × seed of `make run`'s recipe (the ABLATIONS at the first seed only), `workers` runs at a time (`make study-steps`); write `out`."
     jobs = [(arm, seed) for seed in seeds for arm in arms if arm not in ABLATIONS or seed == seeds[0]]
     def folder(arm, seed):
@@ -259,7 +268,7 @@ def run_steps_study(out: str = "nbs/results/steps_study.json", work_dir: str = "
     run_pool(jobs, lambda job: ["--one-steps", STEP_ARMS[job[0]][0], str(steps), str(job[1]), str(folder(*job)),
                                 json.dumps(STEP_ARMS[job[0]][1])], workers, "recipe runs")
     runs = [{"arm": arm, **json.loads((folder(arm, seed) / "steps.json").read_text())} for arm, seed in jobs]
-    result = {"command": "make study-steps", "environment": environment(), "wall_seconds": time.perf_counter() - tic,
+    result = {"command": command, "environment": environment(), "wall_seconds": time.perf_counter() - tic,
               "train_seconds": sum(r["seconds"] for r in runs),        # also of runs kept from an earlier invocation
               "workers": workers, "steps": steps, "seeds": list(seeds),
               "arms": {arm: {"model": STEP_ARMS[arm][0], **STEP_ARMS[arm][1]} for arm in arms}, "runs": runs}
