@@ -43,6 +43,9 @@ def main(argv=None) -> int:
     except (ValueError, OSError, ImportError) as e:   # bad input, a path or a file the system refuses, a missing extra
         print(f"meru-nb {name}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:                   # a run that diverged: where, what was saved, what to change
+        print(f"meru-nb {name}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as e:                    # Ctrl-C: what was saved, and how to go on
         print(f"meru-nb {name}: {' '.join(str(e).split()) or 'interrupted'}", file=sys.stderr)
         return 130

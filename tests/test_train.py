@@ -2,6 +2,8 @@
 import json
 import math
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -152,6 +154,17 @@ def test_divergence_never_reaches_a_checkpoint(tmp_path):
     assert not (tmp_path / "run" / "model").exists()
     with pytest.raises(FloatingPointError, match="nothing of the run is saved"):    # diverged before any checkpoint
         train(tiny(tmp_path, "early", steps=6, lr=100.0, warmup_steps=0, ckpt_every=4, grad_clip=0.0))
+
+
+def test_divergence_on_the_command_line_is_one_line(tmp_path):
+    "meru-nb train: a run that diverges says where and what to change on one line, exit 1, no traceback (issue 29)."
+    done = subprocess.run([sys.executable, "-m", "meru_nb.cli", "train", "--out-dir", str(tmp_path / "run"), "--size", "tiny",
+                           "--image-size", "32", "--n-samples", "32", "--batch-size", "8", "--steps", "6", "--lr", "100",
+                           "--warmup-steps", "0", "--grad-clip", "0", "--ckpt-every", "4", "--progress", "false",
+                           "--device", "cpu", "--precision", "fp32"], capture_output=True, text=True, timeout=300)
+    lines = [l for l in done.stderr.splitlines() if l.strip()]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("meru-nb train: the run diverged at step") and "lower lr (now 100)" in lines[0]
 
 
 def test_divergence_from_a_huge_entailment_weight_names_it(tmp_path):
