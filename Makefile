@@ -13,7 +13,7 @@ HTML   := $(BOOK)/_build/html
 # Tools installed in the venv come first on PATH (the book's kernel, nbdev, pytest).
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help run run-book emoji-data emoji study study-remedies study-steps study-binding study-hycoclip study-finetune wheels wheels-here test install pytest nbtest export-check clean-check book book-fast browser clean
+.PHONY: help run run-book emoji-data emoji study study-remedies study-steps study-binding study-capacity study-hycoclip study-finetune wheels wheels-here test install pytest nbtest export-check clean-check book book-fast browser clean
 
 help:
 	@echo "make run    train MERU and CLIP on the built-in scenes (papermill), evaluate both, build the book with their results"
@@ -27,6 +27,7 @@ help:
 	@echo "make study-remedies  four remedies for MERU's stall at lambda = 0.2 against none, 3 seeds at 1500 steps, and the earlier recipe (~95 min on 2 cores)"
 	@echo "make study-steps  make run's recipe: hard negatives for MERU and CLIP, CLIP, and the bag of tokens as an ablation (~40 min on 2 cores)"
 	@echo "make study-binding  a caption mix that binds shape to colour or position, with hard negatives, for MERU and CLIP (~17 min on 2 cores)"
+	@echo "make study-capacity  each tower alone learning which colour goes with which shape (chapter 10a; ~7 min on one core)"
 	@echo "make study-hycoclip  HyCoCLIP, MERU and CLIP with make run's recipe, measured on test scenes (chapter 11b)"
 	@echo "make study-finetune  MERU fine-tuned from make run's CLIP vs from scratch, 300 steps (chapter 11d; after make run)"
 	@echo "make wheels  wheels/ for a GPU machine without a package index: what it lacks, for Python 3.12 (chapter 14a)"
@@ -104,6 +105,11 @@ study-steps: install
 ## of a two-object scene and hard negatives, one seed at 1500 steps; writes nbs/results/binding_study.json (~17 min on 2 cores).
 study-binding: install
 	$(BIN)/python -c "import sys; from meru_nb.study import main; sys.exit(main())" --binding --out nbs/results/binding_study.json --work-dir $(RUNS)/steps
+
+## Each tower alone (chapter 10a): the cpu text tower with a head naming the (shape, colour) pairs of captions at
+## 300, 750 and 1500 steps, the image tower at 300; writes nbs/results/binding_capacity.json (~7 min on one core).
+study-capacity: install
+	OMP_NUM_THREADS=1 $(BIN)/python -c "from meru_nb.binding import capacity_study; capacity_study()"
 
 ## HyCoCLIP beside MERU and CLIP (chapter 11b): make run's recipe, one seed, evaluated on the test scenes
 ## with the compositional measurements; writes nbs/results/hycoclip_study.json. Finished runs are kept.

@@ -29,6 +29,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'meru_nb.binding.binding_capacity': ('binding.html#binding_capacity', 'meru_nb/binding.py'),
                                  'meru_nb.binding.binding_captions': ('binding.html#binding_captions', 'meru_nb/binding.py'),
                                  'meru_nb.binding.binding_scenes': ('binding.html#binding_scenes', 'meru_nb/binding.py'),
+                                 'meru_nb.binding.capacity_study': ('binding.html#capacity_study', 'meru_nb/binding.py'),
                                  'meru_nb.binding.entailment_score': ('binding.html#entailment_score', 'meru_nb/binding.py'),
                                  'meru_nb.binding.pair_index': ('binding.html#pair_index', 'meru_nb/binding.py')},
             'meru_nb.checkpoint': { 'meru_nb.checkpoint.RunLock': ('checkpoint.html#runlock', 'meru_nb/checkpoint.py'),
