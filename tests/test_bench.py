@@ -1,4 +1,5 @@
-"""Smoke test of meru_nb.bench: the benchmark function and its command line at tiny sizes."""
+"""The benchmarks at tiny sizes: the geometry benchmark (meru_nb.bench) and the training-step benchmark
+(meru_nb.stepbench, with chapter 12b's FLOP count), each function and its command line."""
 import json
 import subprocess
 import sys
@@ -130,7 +131,7 @@ def test_flop_formula_matches_flop_counter(one_thread):
     assert count("meru", False) == counts[0] + 2 * batch
 
 
-def test_train_cli_end_to_end(tmp_path, one_thread):
+def test_bench_step_cli_end_to_end(tmp_path, one_thread):
     "`bench step` runs two timed steps of each model, the encoders, and writes the JSON with the expected keys."
     out = tmp_path / "step.json"
     status = bench_main(["step", "--out", str(out), "--sizes", "tiny", "--batch", "4", "--repeats", "2",
@@ -193,20 +194,20 @@ def test_goals_met():
 
 @pytest.mark.parametrize("option, value", [("sizes", ["XL"]), ("precision", "fp8"), ("compile", "maybe"),
                                            ("device", "tpu")])
-def test_train_bad_input(option, value):
+def test_bench_step_bad_input(option, value):
     "Unknown sizes, precisions, compile modes and devices are refused with the bad value named."
     kwargs = {"sizes": ["tiny"], option: value}
     with pytest.raises(ValueError, match=str(value[0] if option == "sizes" else value)):
         stepbench.bench_step(**kwargs, verbose=False)
 
 
-def test_train_cli_bad_size(tmp_path):
+def test_bench_step_cli_bad_size(tmp_path):
     "The command line passes the sizes through the same check."
     with pytest.raises(ValueError, match="'XL'"):
         bench_main(["step", "--out", str(tmp_path / "x.json"), "--sizes", "tiny,XL"])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
-def test_train_cuda_without_gpu():
+def test_bench_step_cuda_without_gpu():
     with pytest.raises(ValueError, match="cuda"):
         stepbench.check_options(["tiny"], device="cuda")

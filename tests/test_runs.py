@@ -5,6 +5,9 @@ from pathlib import Path
 import papermill as pm
 import pytest
 
+from meru_nb.embed import load_model
+from meru_nb.zeroshot import zero_shot_builtin
+
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT / "nbs"
 TINY = dict(size="tiny", patch_size=0, image_size=32, n_samples=32, steps=2, batch_size=4, warmup_steps=1,
@@ -75,7 +78,12 @@ def test_evaluate_notebook_writes_results(runs):
     for kind in ("meru", "clip"):
         results = json.loads((runs / kind / "results.json").read_text())
         assert results["kind"] == kind and results["config"]["model"] == kind
-        assert 0 <= results["zero_shot_shape"]["top1"] <= 1 and results["zero_shot_shape"]["n"] == 60
+        shape = results["zero_shot_shape"]
+        assert shape["n"] == 60 and shape["top1"] == pytest.approx(sum(shape["correct"]) / 60)
+        assert shape["top1_ci"][0] <= shape["top1"] <= shape["top1_ci"][1]
+        again = zero_shot_builtin(load_model(runs / kind), 60, seed=1000, attribute="shape")   # the notebook's test scenes
+        assert [int(p == t) for p, t in zip(again["pred"], again["target"])] == shape["correct"], \
+            "results.json does not hold what the saved model scores"
         assert {f"{kind}_levels.png", f"{kind}_traversal.png", f"{kind}_poincare.png"} <= \
             {p.name for p in (runs / kind / "figures").iterdir()}
 
