@@ -96,6 +96,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'meru_nb.data.HierarchicalScenes.__init__': ('data.html#hierarchicalscenes.__init__', 'meru_nb/data.py'),
                               'meru_nb.data.HierarchicalScenes.__len__': ('data.html#hierarchicalscenes.__len__', 'meru_nb/data.py'),
                               'meru_nb.data.HierarchicalScenes.__repr__': ('data.html#hierarchicalscenes.__repr__', 'meru_nb/data.py'),
+                              'meru_nb.data.HierarchicalScenes._drawn': ('data.html#hierarchicalscenes._drawn', 'meru_nb/data.py'),
                               'meru_nb.data.HierarchicalScenes._index': ('data.html#hierarchicalscenes._index', 'meru_nb/data.py'),
                               'meru_nb.data.HierarchicalScenes.annotation': ('data.html#hierarchicalscenes.annotation', 'meru_nb/data.py'),
                               'meru_nb.data.HierarchicalScenes.negative': ('data.html#hierarchicalscenes.negative', 'meru_nb/data.py'),

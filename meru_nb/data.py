@@ -64,23 +64,25 @@ class HierarchicalScenes(Dataset):
         if not -self.n <= i < self.n: raise IndexError(f"index {i} out of range for {self.n} samples")
         return int(i) % self.n
 
-    def annotation(self, i: int):
-        "The scene, caption and text of item `i`, without rendering: (scene, caption, text)."
+    def _drawn(self, i: int) -> tuple:
+        "Item `i`'s scene and caption, and its generator where the phrasing is drawn next."
         rng = np.random.default_rng([self.seed, self._index(i)])
         scene = random_scene(rng, self.max_objects)
         if self.binding_share and rng.random() < self.binding_share:     # no draw at 0: the items stay as they were
             scene = two_object_scene(rng)
-            caption = binding_caption(scene, rng)
-        else:
-            caption = random_caption(scene, rng, self.level_probs)
+            return scene, binding_caption(scene, rng), rng
+        return scene, random_caption(scene, rng, self.level_probs), rng
+
+    def annotation(self, i: int):
+        "The scene, caption and text of item `i`, without rendering: (scene, caption, text)."
+        scene, caption, rng = self._drawn(i)
         return scene, caption, caption_text(caption, rng)
 
     def negative(self, i: int) -> str:
-        "Item `i`'s caption with attributes swapped between its scene's objects (chapter 06's `swap_between`), or ''."
-        scene, caption, _ = self.annotation(i)
-        rng = np.random.default_rng([self.seed, self._index(i), 1])       # its own stream: the items stay as they were
-        swapped = swap_between(caption, scene, rng)
-        return "" if swapped is None else caption_text(swapped, rng)
+        "Item `i`'s caption with attributes swapped between its scene's objects (chapter 06's `swap_between`), or '', phrased as the caption is."
+        scene, caption, rng = self._drawn(i)
+        swapped = swap_between(caption, scene, np.random.default_rng([self.seed, self._index(i), 1]))   # its own stream
+        return "" if swapped is None else caption_text(swapped, rng)    # the caption's draws: the same frame, order and words
 
     def sample(self, i: int) -> Sample:
         "Item `i` with its ground truth: PIL image, text, scene, caption and level."
