@@ -40,9 +40,7 @@ def test_the_book_is_built():
 @pytest.mark.parametrize("page", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_chapter_reads_offline(browser, page, width):
     report = browser_check.check_page(browser, page, width)
-    assert browser_check.problems(report) == []
-    if width == 1280:
-        assert report["wide_code"] == 0, f"{report['wide_code']} code blocks scroll sideways at {width} px"
+    assert browser_check.problems(report) == []   # at 1280 px, a code block wider than its column is one
 
 
 def test_the_check_sees_unrendered_math_and_broken_images(browser, tmp_path):
@@ -59,4 +57,4 @@ def test_the_check_sees_unrendered_math_and_broken_images(browser, tmp_path):
     assert any("TeX delimiters" in f for f in found)
     assert any("missing.png" in f for f in found)
     assert any("nbdev directive" in f for f in found)
-    assert any(f.startswith("console:") for f in found)   # the script that could not be fetched
+    assert any(f.startswith("blocked, not a file:") for f in found)   # the script it asked the network for
