@@ -188,7 +188,9 @@ book-fast: install
 	@echo "book built, nothing executed: $(abspath $(FAST_BOOK))/_build/html/index.html"
 
 # The built book in headless Chromium with no network: math rendered, images loaded, no nbdev directive,
-# no console error, code within the column (tests/test_book_browser.py; skips without a browser).
+# no console error or failed request, code within the column; a screenshot of each chapter at 1280 and 390 px
+# in _build/shots/ (tests/test_book_browser.py). Playwright drives the machine's Chromium and never downloads
+# one; skips without a browser (fails with MERU_NB_REQUIRE_BROWSER=1).
 browser: install
 	$(BIN)/python -m pytest -q -m browser tests/test_book_browser.py
 

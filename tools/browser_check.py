@@ -2,30 +2,32 @@
 
 For every page: how many formulas the math renderer typeset out of how many there are, TeX delimiters
 left in the visible text, images that did not load, nbdev directives that leaked into the page, code
-blocks wider than their column, and every JavaScript error or failed load the console reported.
-Optionally a screenshot of each page at each width.
+blocks wider than their column (a problem at desktop width), every JavaScript error the console reported
+and every request that failed. Optionally a screenshot of each page at each width.
 
     python tools/browser_check.py _build/book/_build/html                    # every chapter, a table
     python tools/browser_check.py _build/book/_build/html --shots _build/shots --widths 1280,390 nbs/01_lorentz.html
 
-It speaks the DevTools protocol to Chromium directly (`websocket-client`); the browser is Debian's
-`chromium` (or $CHROMIUM). Exit status 1 when a page has a problem, 2 when there is no browser.
+It drives Chromium through Playwright for Python (`playwright`, a dev dependency), always with the browser
+installed on the machine: Debian's `chromium` (or $CHROMIUM), given to Playwright as its executable.
+Playwright's own browsers are never downloaded (no `playwright install`). Only file:// URLs load: any other
+request is aborted, the browser context is offline and no host name resolves. Exit status 1 when a page has
+a problem, 2 when there is no browser.
 """
 
 import argparse
-import base64
-import contextlib
 import itertools
 import json
 import os
+import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
+DESKTOP = 1000          # from this window width on, a code block must fit its column
+NOT_A_FILE = re.compile(r"^(?!file:)")   # every URL Playwright may see that is not file://
 
 def find_browser() -> str | None:
     "The Chromium executable: $CHROMIUM, else the first of `BROWSERS` on PATH, else None."
@@ -35,109 +37,93 @@ def find_browser() -> str | None:
 
 
 class Browser:
-    "One headless Chromium with no network, driven over the DevTools protocol; a context manager."
+    "One headless Chromium (the machine's, through Playwright) that reaches file:// URLs and nothing else; a context manager."
 
     def __init__(self, executable: str, timeout: float = 60.0):
         self.executable, self.timeout = executable, timeout
-        self._ids = itertools.count(1)
-        self.events = []                      # DevTools events since the last `open`
+        self.events = []                  # (kind, text) since the last `open`: console, page error, failed request
+        self._contexts = {}               # (width, height) -> a browser context with that window
+        self.page = None                  # the open page
 
     def __enter__(self):
-        import websocket   # websocket-client, a dev dependency
-        self._profile = tempfile.mkdtemp(prefix="meru_nb_chromium_")
-        flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
-                 "--disable-extensions", "--mute-audio", "--remote-debugging-port=0", f"--user-data-dir={self._profile}",
-                 # no network: every host name fails to resolve and every proxied request goes nowhere
-                 "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=http://0.0.0.0:9", "about:blank"]
-        self._proc = subprocess.Popen([self.executable, *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        port_file, deadline = Path(self._profile) / "DevToolsActivePort", time.monotonic() + self.timeout
-        while not (port_file.is_file() and len(port_file.read_text().split()) == 2):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.__exit__(None, None, None)
-                raise RuntimeError(f"{self.executable} did not start (exit {self._proc.poll()})")
-            time.sleep(0.1)
-        port, path = port_file.read_text().split()
-        self._ws = websocket.create_connection(f"ws://127.0.0.1:{port}{path}", timeout=self.timeout,
-                                               suppress_origin=True)
-        target = self.call("Target.createTarget", url="about:blank")["targetId"]
-        self._session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        for domain in ("Page", "Runtime", "Log"):
-            self.call(f"{domain}.enable", session=True)
+        from playwright.sync_api import sync_playwright   # playwright, a dev dependency
+        self._playwright = sync_playwright().start()
+        try:
+            self._browser = self._playwright.chromium.launch(
+                executable_path=self.executable, headless=True, timeout=self.timeout * 1000,
+                # no network below Playwright's own blocking too: every host name fails to resolve
+                args=["--disable-gpu", "--hide-scrollbars", "--mute-audio", "--host-resolver-rules=MAP * ~NOTFOUND"])
+        except BaseException:
+            self._playwright.stop()
+            raise
         return self
 
     def __exit__(self, *exc):
-        with contextlib.suppress(Exception):
-            self._ws.close()
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-        shutil.rmtree(self._profile, ignore_errors=True)
+        try:
+            self._browser.close()
+        finally:
+            self._playwright.stop()
 
-    def call(self, method: str, session: bool = False, **params) -> dict:
-        "Send one command and return its result; events that arrive meanwhile are kept in `self.events`."
-        msg_id = next(self._ids)
-        msg = {"id": msg_id, "method": method, "params": params}
-        if session:
-            msg["sessionId"] = self._session
-        self._ws.send(json.dumps(msg))
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            reply = json.loads(self._ws.recv())
-            if reply.get("id") == msg_id:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error'].get('message')}")
-                return reply.get("result", {})
-            if "method" in reply:
-                self.events.append(reply)
-        raise TimeoutError(f"{method}: no reply in {self.timeout:.0f} s")
+    def _context(self, width: int, height: int):
+        "The browser context for a window of this size, made on first use: phone-like (touch, mobile viewport) below 600."
+        if (width, height) not in self._contexts:
+            context = self._browser.new_context(viewport={"width": width, "height": height}, device_scale_factor=1,
+                                                is_mobile=width < 600, has_touch=width < 600, offline=True,
+                                                service_workers="block")
+            context.set_default_timeout(self.timeout * 1000)
+            context.route(NOT_A_FILE, self._block)
+            self._contexts[width, height] = context
+        return self._contexts[width, height]
 
-    def wait_for(self, event: str):
-        "Block until `event` arrives (or was seen since the last navigation)."
-        deadline = time.monotonic() + self.timeout
-        while not any(e["method"] == event for e in self.events):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no {event} in {self.timeout:.0f} s")
-            reply = json.loads(self._ws.recv())
-            if "method" in reply:
-                self.events.append(reply)
+    def _new_page(self, width: int, height: int):
+        """A fresh page for each `open`, the last one closed: a page can still report after it was measured (a failed
+        image's load, again, as it closes), and only the open page's events are kept."""
+        old, self.page = self.page, None
+        if old is not None:
+            old.close()
+        self.events = []
+        page = self.page = self._context(width, height).new_page()
+        def keep(kind, text):
+            if page is self.page:
+                self.events.append((kind, text))
+        page.on("console", lambda message: message.type == "error" and keep(
+            "console", f"{message.text} {message.location.get('url', '')}".strip()))
+        page.on("pageerror", lambda error: keep("pageerror", f"{error.name}: {error.message}"))
+        page.on("requestfailed", lambda request: keep("requestfailed", f"{request.url} ({request.failure})"))
+        return page
+
+    def _block(self, route):
+        "Abort a request that is not for a file, the book must read offline; note it if the open page made it."
+        try:
+            mine = route.request.frame.page is self.page
+        except Exception:                 # a worker's request has no frame
+            mine = True
+        if mine:
+            self.events.append(("blocked", route.request.url))
+        route.abort("blockedbyclient")
 
     def open(self, url: str, width: int = 1280, height: int = 900):
         "Load `url` at a window of `width` × `height` CSS pixels (phone-like below 600) and wait for its load event."
-        self.events = []
-        self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height,
-                  deviceScaleFactor=1, mobile=width < 600)
-        self.call("Page.navigate", session=True, url=url)
-        self.wait_for("Page.loadEventFired")
+        self._new_page(width, height).goto(url, wait_until="load")
 
     def evaluate(self, expression: str):
         "The value of a JavaScript `expression` (promises awaited) in the open page."
-        result = self.call("Runtime.evaluate", session=True, expression=expression, awaitPromise=True,
-                           returnByValue=True, timeout=int(self.timeout * 1000))
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"page script failed: {result['exceptionDetails'].get('text')}")
-        return result["result"].get("value")
+        return self.page.evaluate(expression)
 
     def errors(self) -> list[str]:
-        "JavaScript exceptions, console errors and failed loads since the last `open`."
+        "JavaScript exceptions, console errors, failed and blocked requests since the last `open`, one line each."
+        failed = {text.split(" (")[0] for kind, text in self.events if kind == "requestfailed"}
         out = []
-        for e in self.events:
-            p = e.get("params", {})
-            if e["method"] == "Runtime.exceptionThrown":
-                d = p["exceptionDetails"]
-                out.append(d.get("exception", {}).get("description") or d.get("text", "exception"))
-            elif e["method"] == "Runtime.consoleAPICalled" and p.get("type") == "error":
-                out.append(" ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
-            elif e["method"] == "Log.entryAdded" and p["entry"].get("level") == "error":
-                out.append(f"{p['entry'].get('text')} {p['entry'].get('url', '')}".strip())
-        return [line.splitlines()[0][:300] for line in out]
+        for kind, text in self.events:
+            if kind == "console" and text.startswith("Failed to load resource") and text.split()[-1] in failed:
+                continue                  # the same failure as a `requestfailed` line, which names the URL
+            out.append({"console": "console: ", "pageerror": "exception: ", "requestfailed": "request failed: ",
+                        "blocked": "blocked, not a file: "}[kind] + text)
+        return [line.splitlines()[0][:300] for line in out if line.strip()]
 
     def screenshot(self, path: Path):
         "A PNG of the whole page (not only the window) at the current width."
-        png = self.call("Page.captureScreenshot", session=True, format="png", captureBeyondViewport=True)["data"]
-        Path(path).write_bytes(base64.b64decode(png))
+        self.page.screenshot(path=str(path), full_page=True)
 
 
 # What the page shows, measured in the page once the math renderer has finished.
@@ -188,8 +174,9 @@ def problems(report: dict) -> list[str]:
         out.append(f"{report['tex_left']} TeX delimiters left in the visible text")
     out += [f"image not loaded: {src}" for src in report["broken_images"]]
     out += [f"nbdev directive shown: {line.strip()}" for line in report["directives"]]
-    out += [f"console: {line}" for line in report["errors"]]
-    return out
+    if report["wide_code"] and report["width"] >= DESKTOP:
+        out.append(f"{report['wide_code']} of {report['code_blocks']} code blocks wider than their column")
+    return out + report["errors"]
 
 def chapters(html_root: Path) -> list[Path]:
     "Every page of the book that comes from a chapter, plus the landing page if there is one."
