@@ -16,21 +16,33 @@ export PATH := $(abspath $(BIN)):$(PATH)
 .PHONY: help run run-book emoji-data emoji study study-remedies study-steps study-binding study-capacity study-hycoclip study-finetune wheels wheels-here test install pytest nbtest export-check clean-check book book-fast browser clean
 
 help:
-	@echo "make run    train MERU and CLIP on the built-in scenes (papermill), evaluate both, build the book with their results"
-	@echo "make test   pytest, notebook tests, export and clean checks, the book build and its browser check"
-	@echo "make book-fast  the book for prose edits in seconds, nothing executed: unchanged chapters keep the last make book's outputs"
-	@echo "make export-check  meru_nb/ is what nbdev-export makes of nbs/ (changes nothing)"
-	@echo "make clean-check   every notebook is as nbdev-clean leaves it (changes nothing)"
-	@echo "make emoji-data  the emoji pictures of chapter 06d (npm pack of three pinned packages, checksums checked) into data/emoji/"
-	@echo "make emoji  MERU and CLIP trained on two vendors' emoji, measured on a third's style (chapter 11e; after make emoji-data)"
-	@echo "make study  MERU's entailment weight: 5 values x 3 seeds and the bag of tokens, at 1500 steps (about 2 h on 2 cores)"
-	@echo "make study-remedies  four remedies for MERU's stall at lambda = 0.2 against none, 3 seeds at 1500 steps, and the earlier recipe (~95 min on 2 cores)"
-	@echo "make study-steps  make run's recipe: hard negatives for MERU and CLIP, CLIP, and the bag of tokens as an ablation (~40 min on 2 cores)"
-	@echo "make study-binding  a caption mix that binds shape to colour or position, with hard negatives, for MERU and CLIP (~17 min on 2 cores)"
-	@echo "make study-capacity  each tower alone learning which colour goes with which shape (chapter 10a; ~7 min on one core)"
-	@echo "make study-hycoclip  HyCoCLIP, MERU and CLIP with make run's recipe, measured on test scenes (chapter 11b)"
-	@echo "make study-finetune  MERU fine-tuned from make run's CLIP vs from scratch, 300 steps (chapter 11d; after make run)"
-	@echo "make wheels  wheels/ for a GPU machine without a package index: what it lacks, for Python 3.12 (chapter 14a)"
+	@echo "The two commands:"
+	@echo "  make run             train MERU and CLIP on the built-in scenes (papermill), evaluate both, build the book with their results"
+	@echo "  make test            everything CI checks: export-check, clean-check, pytest, nbtest, book, browser"
+	@echo "Parts of make run and make test:"
+	@echo "  make install         .venv with the package (editable) and the dev extras"
+	@echo "  make run-book        the book with the results of make run (runs/), reusing make book's outputs elsewhere"
+	@echo "  make pytest          the tests in tests/ (builds wheels-here first)"
+	@echo "  make nbtest          every chapter run top to bottom (nbdev-test), outputs kept for the book"
+	@echo "  make export-check    meru_nb/ is what nbdev-export makes of nbs/ (changes nothing)"
+	@echo "  make clean-check     every notebook is as nbdev-clean leaves it (changes nothing)"
+	@echo "  make book            the executed book (Jupyter Book), after nbtest; fails on any warning"
+	@echo "  make book-fast       the book for prose edits in seconds, nothing executed: unchanged chapters keep make book's outputs"
+	@echo "  make browser         the built book in the machine's Chromium through Playwright, offline, with screenshots"
+	@echo "  make clean           remove _build, .pytest_cache and .hypothesis"
+	@echo "Data, studies and the GPU machine (each writes what its chapter reads):"
+	@echo "  make emoji-data      the emoji pictures of chapter 06d (npm pack of three pinned packages, checksums checked) into data/emoji/"
+	@echo "  make emoji           MERU and CLIP trained on two vendors' emoji, measured on a third's style (chapter 11e; after emoji-data)"
+	@echo "  make study           MERU's entailment weight: 5 values x 3 seeds and the bag of tokens, at 1500 steps (chapter 07e)"
+	@echo "  make study-remedies  four remedies for MERU's stall at lambda = 0.2 against none, 3 seeds at 1500 steps (chapter 07e)"
+	@echo "  make study-steps     make run's recipe: hard negatives for MERU and CLIP, CLIP, the bag of tokens as an ablation (chapter 07e)"
+	@echo "  make study-binding   a caption mix that binds shape to colour or position, with hard negatives, MERU and CLIP (chapter 07e)"
+	@echo "  make study-capacity  each tower alone learning which colour goes with which shape, then both together (chapter 10a)"
+	@echo "  make study-hycoclip  HyCoCLIP, MERU and CLIP with make run's recipe, measured on test scenes (chapter 11b)"
+	@echo "  make study-finetune  MERU fine-tuned from make run's CLIP vs from scratch, 300 steps (chapter 11d; after make run)"
+	@echo "  make wheels          wheels/ for a GPU machine without a package index: what it lacks, for Python 3.12 (chapter 14a)"
+	@echo "  make wheels-here     the same folder for this machine's Python, for tests/test_gpucheck.py"
+	@echo "Each study's duration is measured in its JSON under nbs/results/ and stated in its chapter."
 
 ## Install: a fresh venv with the package (editable) and the dev extras.
 $(STAMP): pyproject.toml
@@ -81,7 +93,7 @@ run-book: install
 emoji-data:
 	bash tools/emoji_data.sh
 
-## The lambda study (chapter 07e): 16 runs of 1500 steps, two at a time, on validation scenes; writes nbs/results/lambda_study.json.
+## The lambda study (chapter 07e): 5 values x 3 seeds and the bag of tokens at lambda = 0.2, 16 runs of 1500 steps, two at a time, on validation scenes; writes nbs/results/lambda_study.json.
 ## Finished runs in $(RUNS)/study are kept, so an interrupted study continues where it stopped.
 study: install
 	$(BIN)/python -c "import sys; from meru_nb.study import main; sys.exit(main())" --out nbs/results/lambda_study.json --work-dir $(RUNS)/study

@@ -138,3 +138,15 @@ def test_the_pages_workflow_parses_and_calls_existing_targets():
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-pages-artifact"))
     assert upload["with"]["path"] == "_build/run-book/_build/html"
     assert "RUN_HTML := $(RUN_BOOK)/_build/html" in (ROOT / "Makefile").read_text() and "RUN_BOOK := _build/run-book" in (ROOT / "Makefile").read_text()
+
+
+def test_make_help_names_every_target():
+    "`make help` lists every target of the Makefile, each once, so that none is found only by reading it."
+    import subprocess
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([\w-]+):(?!=)", makefile, re.M)) - {"help"}
+    phony = set(re.search(r"^\.PHONY: (.*)$", makefile, re.M).group(1).split()) - {"help"}
+    assert targets == phony, f"targets and .PHONY differ: {sorted(targets ^ phony)}"
+    shown = re.findall(r"^  make ([\w-]+)", subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True,
+                                                             text=True, check=True).stdout, re.M)
+    assert sorted(shown) == sorted(targets), f"missing from make help: {sorted(targets - set(shown))}"
