@@ -114,12 +114,13 @@ study-steps: install
 	$(BIN)/python -c "import sys; from meru_nb.study import main; sys.exit(main())" --compare-steps --out nbs/results/steps_study.json --work-dir $(RUNS)/steps
 
 ## A caption mix that binds (chapter 07e): study.BINDING_ARMS, CLIP and MERU with 30 % of the items naming both objects
-## of a two-object scene and hard negatives, one seed at 1500 steps; writes nbs/results/binding_study.json (~17 min on 2 cores).
+## of a two-object scene and hard negatives, one seed at 1500 steps; writes nbs/results/binding_study.json. Finished runs in $(RUNS)/binding are kept.
 study-binding: install
-	$(BIN)/python -c "import sys; from meru_nb.study import main; sys.exit(main())" --binding --out nbs/results/binding_study.json --work-dir $(RUNS)/steps
+	$(BIN)/python -c "import sys; from meru_nb.study import main; sys.exit(main())" --binding --out nbs/results/binding_study.json --work-dir $(RUNS)/binding
 
 ## Each tower alone (chapter 10a): the cpu text tower with a head naming the (shape, colour) pairs of captions at
-## 300, 750 and 1500 steps, the image tower at 300; writes nbs/results/binding_capacity.json (~7 min on one core).
+## 300, 750 and 1500 steps, the image tower at 300, then CLIP trained contrastively from scratch and from each tower
+## trained alone; writes nbs/results/binding_capacity.json.
 study-capacity: install
 	OMP_NUM_THREADS=1 $(BIN)/python -c "from meru_nb.binding import capacity_study; capacity_study()"
 

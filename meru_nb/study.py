@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     p.add_argument("--remedies", action="store_true", help="compare the REMEDIES for the stall at λ = 0.2 instead")
     p.add_argument("--binding", action="store_true", help="train the BINDING_ARMS (a caption mix that binds, with hard negatives) instead")
     p.add_argument("--out", help="the JSON to write (default nbs/results/lambda_study.json or steps_study.json)")
-    p.add_argument("--work-dir", help="run folders (default runs/study or runs/steps)")
+    p.add_argument("--work-dir", help="run folders (default runs/study, runs/remedies, runs/steps or runs/binding)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--steps", type=int, default=1500, help="the λ study's steps per run (make run's)")
     a = p.parse_args(argv)
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
         result = run_steps_study(out, a.work_dir or "runs/steps", workers=a.workers)
     elif a.binding:
         out = a.out or "nbs/results/binding_study.json"
-        result = run_steps_study(out, a.work_dir or "runs/steps", BINDING_ARMS, SEEDS[:1], workers=a.workers,
+        result = run_steps_study(out, a.work_dir or "runs/binding", BINDING_ARMS, SEEDS[:1], workers=a.workers,
                                  command="make study-binding")
     elif a.remedies:
         out = a.out or "nbs/results/remedy_study.json"
