@@ -57,7 +57,7 @@ def test_the_book_is_built():
 @pytest.mark.parametrize("width", [1280, 390], ids=["desktop", "phone"])
 @pytest.mark.parametrize("page", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_chapter_reads_offline(browser, page, width):
-    "Math typeset, no TeX left, images loaded, no directive, no console error or failed request, code fits at 1280."
+    "Math typeset, no TeX left, images loaded, no directive, no console error or failed request, display formulas fit or scroll, code fits at 1280."
     report = browser_check.check_page(browser, page, width, shots=SHOTS)
     assert browser_check.problems(report) == []
     assert (SHOTS / f"{page.stem}_{width}.png").read_bytes()[:8] == PNG
@@ -68,7 +68,8 @@ def test_chapter_reads_offline(browser, page, width):
 # load, a request for the network is both blocked and failed).
 KINDS = {"math": "formulas not rendered", "tex": "TeX delimiters left", "image": "image not loaded:",
          "directive": "nbdev directive shown:", "console": "console:", "exception": "exception:",
-         "request": "request failed:", "blocked": "blocked, not a file:", "wide": "code blocks wider than"}
+         "request": "request failed:", "blocked": "blocked, not a file:", "wide": "code blocks wider than",
+         "cut": "display formulas wider than"}
 GOOD = """<!DOCTYPE html><html><head><meta name="viewport" content="width=device-width, initial-scale=1">
 <style>main {{ max-width: 600px; }} pre {{ overflow: auto; }}</style>{head}</head><body><main>
 <p>A formula, typeset: <span class="math notranslate nohighlight"><mjx-container>x^2</mjx-container></span>.</p>
@@ -84,6 +85,8 @@ DEFECTS = {   # name: (what goes in <head>, what goes in <main>, the kinds of pr
     "exception": ("", "<script>null.field</script>", {"exception"}),
     "network": ('<link rel="stylesheet" href="https://cdn.example.invalid/book.css">', "", {"blocked", "request"}),
     "wide code": ("", '<div class="highlight"><pre>y = 2  # ' + "far " * 120 + "</pre></div>", {"wide"}),
+    "cut formula": ("", '<mjx-container display="true" style="display: block; overflow: hidden; white-space: nowrap">'
+                    + "x + " * 200 + "y</mjx-container>", {"cut"}),
 }
 
 def kinds(found: list[str]) -> set[str]:

@@ -1,8 +1,9 @@
 """Open the built book in headless Chromium, with the network unreachable, and report what a reader sees.
 
 For every page: how many formulas the math renderer typeset out of how many there are, TeX delimiters
-left in the visible text, images that did not load, nbdev directives that leaked into the page, code
-blocks wider than their column (a problem at desktop width), every JavaScript error the console reported
+left in the visible text, images that did not load, nbdev directives that leaked into the page, display
+formulas wider than their column that cannot scroll, code blocks wider than their column (a problem at
+desktop width), every JavaScript error the console reported
 and every request that failed. Optionally a screenshot of each page at each width.
 
     python tools/browser_check.py _build/book/_build/html                    # every chapter, a table
@@ -148,6 +149,8 @@ PROBE = r"""
     broken_images: images.filter(i => !(i.naturalWidth > 0)).map(i => i.getAttribute("src")),
     directives: directives.slice(0, 5),
     wide_code: code.filter(p => p.scrollWidth > p.clientWidth + 1).length,
+    cut_math: [...main.querySelectorAll("mjx-container[display=true]")].filter(
+      m => m.scrollWidth > m.clientWidth + 1 && !["auto", "scroll"].includes(getComputedStyle(m).overflowX)).length,
     code_blocks: code.length,
     page_width: document.documentElement.scrollWidth,
   };
@@ -174,6 +177,8 @@ def problems(report: dict) -> list[str]:
         out.append(f"{report['tex_left']} TeX delimiters left in the visible text")
     out += [f"image not loaded: {src}" for src in report["broken_images"]]
     out += [f"nbdev directive shown: {line.strip()}" for line in report["directives"]]
+    if report["cut_math"]:
+        out.append(f"{report['cut_math']} display formulas wider than their column that cannot scroll")
     if report["wide_code"] and report["width"] >= DESKTOP:
         out.append(f"{report['wide_code']} of {report['code_blocks']} code blocks wider than their column")
     return out + report["errors"]
