@@ -99,8 +99,12 @@ def _pairs_batch(rng: np.random.Generator, n: int, image_size: int, context_leng
     return images, tokenize(texts, context_length), true, swapped
 
 # %% ../nbs/10a_binding.ipynb #506dcb2f
+def _centred(pixels: Tensor) -> Tensor:
+    "Pixels in [0, 1] centred and scaled as the towers-alone runs feed them."
+    return (pixels - 0.5) / 0.25
+
 def train_on_pairs(net: torch.nn.Module, tower: str, steps: int, batch_size: int = 64, image_size: int = 64,
-                   lr: float = 1e-3, seed: int = 0, normalise=lambda pixels: (pixels - 0.5) / 0.25) -> tuple:
+                   lr: float = 1e-3, seed: int = 0, normalise=_centred) -> tuple:
     "Train `net`, an image or text tower (`tower`), and a new linear head to name the (shape, colour) pairs of two-object scenes or of their captions; (head, last loss)."
     import math
     head = torch.nn.Linear(net.width, len(SHAPES.leaves) * len(COLOURS.leaves))
@@ -130,7 +134,7 @@ def binding_capacity(tower: str = "image", size: str = "cpu", steps: int = 300, 
     batch = _pairs_batch(np.random.default_rng([seed, 1]), n_test, image_size, getattr(net, "context_length", 77),
                          draw=tower == "image")
     with torch.no_grad():
-        logits = head(net((batch[0] - 0.5) / 0.25 if tower == "image" else batch[1]))
+        logits = head(net(_centred(batch[0]) if tower == "image" else batch[1]))
     t, s = logits.gather(1, batch[2]), logits.gather(1, batch[3])
     correct = _wins(t.sum(1), s.sum(1))
     return {"tower": tower, "size": size, "steps": steps, "batch_size": batch_size, "n_test": n_test,
