@@ -162,7 +162,8 @@ def background_load(start):
     busy_now = _busy_cpu_seconds()
     if busy is None or busy_now is None:
         return None
-    return max(0.0, (busy_now - busy - (_own_cpu_seconds() - own)) / (time.perf_counter() - wall))
+    load = (busy_now - busy - (_own_cpu_seconds() - own)) / (time.perf_counter() - wall)
+    return min(max(0.0, load), float(os.cpu_count()))  # ticks come in 1/CLK_TCK steps: clamp the rounding
 
 # %% ../nbs/12_harness.ipynb #380b891e
 def op_times(fn, device="cpu", steps: int = 2) -> dict:
