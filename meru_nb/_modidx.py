@@ -34,6 +34,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'meru_nb.binding.capacity_study': ('binding.html#capacity_study', 'meru_nb/binding.py'),
                                  'meru_nb.binding.entailment_score': ('binding.html#entailment_score', 'meru_nb/binding.py'),
                                  'meru_nb.binding.pair_index': ('binding.html#pair_index', 'meru_nb/binding.py'),
+                                 'meru_nb.binding.position_index': ('binding.html#position_index', 'meru_nb/binding.py'),
                                  'meru_nb.binding.train_on_pairs': ('binding.html#train_on_pairs', 'meru_nb/binding.py')},
             'meru_nb.checkpoint': { 'meru_nb.checkpoint.RunLock': ('checkpoint.html#runlock', 'meru_nb/checkpoint.py'),
                                     'meru_nb.checkpoint.RunLock.__enter__': ('checkpoint.html#runlock.__enter__', 'meru_nb/checkpoint.py'),
