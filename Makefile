@@ -119,8 +119,8 @@ study-binding: install
 	$(BIN)/python -c "import sys; from meru_nb.study import main; sys.exit(main())" --binding --out nbs/results/binding_study.json --work-dir $(RUNS)/binding
 
 ## Each tower alone (chapter 10a): the cpu text tower with a head naming the (shape, colour) pairs of captions at
-## 300, 750 and 1500 steps, the image tower at 300, then CLIP trained contrastively from scratch and from each tower
-## trained alone; writes nbs/results/binding_capacity.json.
+## 300, 750 and 1500 steps, the image tower at 300, then CLIP trained contrastively from scratch, from each tower
+## trained alone and from both (with and without the (shape, position) pairs); writes nbs/results/binding_capacity.json.
 study-capacity: install
 	OMP_NUM_THREADS=1 $(BIN)/python -c "from meru_nb.binding import capacity_study; capacity_study()"
 
