@@ -96,43 +96,43 @@ emoji-data:
 ## The lambda study (chapter 07e): 5 values x 3 seeds and the bag of tokens at lambda = 0.2, 16 runs of 1500 steps, two at a time, on validation scenes; writes nbs/results/lambda_study.json.
 ## Finished runs in $(RUNS)/study are kept, so an interrupted study continues where it stopped.
 study: install
-	$(BIN)/python -c "import sys; from meru_nb.study import main; sys.exit(main())" --out nbs/results/lambda_study.json --work-dir $(RUNS)/study
+	$(BIN)/meru-nb study lambda --out nbs/results/lambda_study.json --work-dir $(RUNS)/study
 
 ## MERU and CLIP on emoji (chapter 11e): make run's recipe trained on Google's and Twitter's pictures, measured on
 ## Facebook's; writes nbs/results/emoji_study.json. Needs make emoji-data; finished runs in $(RUNS)/emoji are kept.
 emoji: install
-	$(BIN)/python -c "import sys; from meru_nb.emoji_study import main; sys.exit(main())" --data data/emoji --out nbs/results/emoji_study.json --work-dir $(RUNS)/emoji
+	$(BIN)/meru-nb study emoji --data data/emoji --out nbs/results/emoji_study.json --work-dir $(RUNS)/emoji
 
 ## The remedies for the stall at lambda = 0.2 (chapter 07e): MERU with each of study.REMEDIES x 3 seeds at 1500 steps, on
 ## validation scenes; writes nbs/results/remedy_study.json. Finished runs in $(RUNS)/remedies are kept.
 study-remedies: install
-	$(BIN)/python -c "import sys; from meru_nb.study import main; sys.exit(main())" --remedies --out nbs/results/remedy_study.json --work-dir $(RUNS)/remedies
+	$(BIN)/meru-nb study remedies --out nbs/results/remedy_study.json --work-dir $(RUNS)/remedies
 
 ## make run's recipe (chapter 07e): every arm of study.STEP_ARMS (hard negatives, CLIP, the bag of tokens) x 3 seeds
 ## (the bags one) at 1500 steps, on validation scenes; writes nbs/results/steps_study.json. Finished runs in $(RUNS)/steps are kept.
 study-steps: install
-	$(BIN)/python -c "import sys; from meru_nb.study import main; sys.exit(main())" --compare-steps --out nbs/results/steps_study.json --work-dir $(RUNS)/steps
+	$(BIN)/meru-nb study steps --out nbs/results/steps_study.json --work-dir $(RUNS)/steps
 
 ## A caption mix that binds (chapter 07e): study.BINDING_ARMS, CLIP and MERU with 30 % of the items naming both objects
 ## of a two-object scene and hard negatives, one seed at 1500 steps; writes nbs/results/binding_study.json. Finished runs in $(RUNS)/binding are kept.
 study-binding: install
-	$(BIN)/python -c "import sys; from meru_nb.study import main; sys.exit(main())" --binding --out nbs/results/binding_study.json --work-dir $(RUNS)/binding
+	$(BIN)/meru-nb study binding --out nbs/results/binding_study.json --work-dir $(RUNS)/binding
 
 ## Each tower alone (chapter 10a): the cpu text tower with a head naming the (shape, colour) pairs of captions at
 ## 300, 750 and 1500 steps, the image tower at 300, then CLIP trained contrastively from scratch, from each tower
 ## trained alone and from both (with and without the (shape, position) pairs); writes nbs/results/binding_capacity.json.
 study-capacity: install
-	OMP_NUM_THREADS=1 $(BIN)/python -c "from meru_nb.binding import capacity_study; capacity_study()"
+	OMP_NUM_THREADS=1 $(BIN)/meru-nb study capacity --out nbs/results/binding_capacity.json
 
 ## HyCoCLIP beside MERU and CLIP (chapter 11b): make run's recipe, one seed, evaluated on the test scenes
 ## with the compositional measurements; writes nbs/results/hycoclip_study.json. Finished runs are kept.
 study-hycoclip: install
-	$(BIN)/python -c "import sys; from meru_nb.compositional import main; sys.exit(main())" --out nbs/results/hycoclip_study.json --work-dir $(RUNS)/hycoclip
+	$(BIN)/meru-nb study hycoclip --out nbs/results/hycoclip_study.json --work-dir $(RUNS)/hycoclip
 
 ## MERU from make run's CLIP (chapter 11d): three 300-step runs beside runs/clip and runs/meru (make run first);
 ## writes nbs/results/finetune_study.json. Finished runs in $(RUNS)/finetune are kept.
 study-finetune: install
-	$(BIN)/python -c "import sys; from meru_nb.finetune_study import main; sys.exit(main())" --clip-run $(RUNS)/clip --meru-run $(RUNS)/meru --out nbs/results/finetune_study.json --work-dir $(RUNS)/finetune
+	$(BIN)/meru-nb study finetune --clip-run $(RUNS)/clip --meru-run $(RUNS)/meru --out nbs/results/finetune_study.json --work-dir $(RUNS)/finetune
 
 ## The wheel folder for a GPU machine that reaches no package index (chapter 14a): meru_nb's runtime dependencies
 ## that the lent machine lacks, downloaded by pip at the versions installed here for Python $(WHEELS_PY) on manylinux

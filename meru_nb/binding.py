@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['SWAPS', 'binding_scenes', 'binding_captions', 'entailment_score', 'binding_builtin', 'pair_index', 'position_index',
-           'train_on_pairs', 'binding_capacity', 'capacity_study', 'binding_in_contrast']
+           'train_on_pairs', 'binding_capacity', 'capacity_study', 'capacity_main', 'binding_in_contrast']
 
 # %% ../nbs/10a_binding.ipynb #3b7b7a60
 import numpy as np
@@ -163,6 +163,17 @@ def capacity_study(out="nbs/results/binding_capacity.json", text_steps=(300, 750
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+def capacity_main(argv=None) -> int:
+    "`meru-nb study capacity [--out PATH]` (`make study-capacity`): `capacity_study` on one thread."
+    import argparse
+    p = argparse.ArgumentParser(prog="meru-nb study capacity", description="Each tower alone naming the (shape, colour) "
+                                "pairs, then CLIP trained contrastively from each start (chapter 10a).")
+    p.add_argument("--out", default="nbs/results/binding_capacity.json", help="the JSON to write")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)                                   # as the committed study ran
+    capacity_study(args.out)
+    return 0
 
 # %% ../nbs/10a_binding.ipynb #27cd6a7e
 def binding_in_contrast(start: str = "scratch", steps: int = 600, pretrain_steps: dict | None = None, share: float = 1.0,

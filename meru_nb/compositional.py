@@ -163,7 +163,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["--one"]:                                       # one worker's run
         torch.set_num_threads(1)
         compositional_run(argv[1], int(argv[2]), int(argv[3]), argv[4]); return 0
-    p = argparse.ArgumentParser(prog="make study-hycoclip", description="HyCoCLIP, MERU and CLIP trained with make run's "
+    p = argparse.ArgumentParser(prog="meru-nb study hycoclip", description="HyCoCLIP, MERU and CLIP trained with make run's "
                                 "recipe and measured on the test scenes, with the compositional measurements.")
     p.add_argument("--out", default="nbs/results/hycoclip_study.json", help="the JSON to write")
     p.add_argument("--work-dir", default="runs/hycoclip", help="the run folders")

@@ -298,7 +298,7 @@ def main(argv=None) -> int:
         model, table, out_dir, steps, seed = argv[1:6]
         train(emoji_config(model, table, out_dir, int(steps), int(seed)))
         return 0
-    p = argparse.ArgumentParser(prog="make emoji", description="MERU and CLIP on two vendors' emoji, measured on a third's.")
+    p = argparse.ArgumentParser(prog="meru-nb study emoji", description="MERU and CLIP on two vendors' emoji, measured on a third's.")
     p.add_argument("--data", default="data/emoji", help="the folder of `make emoji-data`")
     p.add_argument("--out", default="nbs/results/emoji_study.json")
     p.add_argument("--work-dir", default="runs/emoji")

@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["--one"]:
         torch.set_num_threads(1)
         finetune_run(argv[1], argv[2], int(argv[3]), int(argv[4]), argv[5]); return 0
-    p = argparse.ArgumentParser(prog="make study-finetune", description="MERU fine-tuned from a trained CLIP vs from scratch.")
+    p = argparse.ArgumentParser(prog="meru-nb study finetune", description="MERU fine-tuned from a trained CLIP vs from scratch.")
     p.add_argument("--clip-run", default="runs/clip", help="an evaluated CLIP run folder (make run's)")
     p.add_argument("--meru-run", default="runs/meru", help="an evaluated MERU run folder, the from-scratch reference")
     p.add_argument("--out", default="nbs/results/finetune_study.json")

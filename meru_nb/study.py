@@ -156,7 +156,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["--one-steps"]:                      # worker of the recipe study (below)
         torch.set_num_threads(1)
         steps_run(argv[1], int(argv[2]), int(argv[3]), argv[4], **(json.loads(argv[5]) if len(argv) > 5 else {})); return 0
-    p = argparse.ArgumentParser(prog="make study", description="MERU's entailment weight (or, with --compare-steps, "
+    p = argparse.ArgumentParser(prog="meru-nb study {lambda,remedies,steps,binding}", description="MERU's entailment weight (or, with --compare-steps, "
                                 "the length of make run's schedule), measured on validation scenes.")
     p.add_argument("--compare-steps", action="store_true", help="train every arm of STEP_ARMS (MERU and CLIP, with hard negatives, with a bag of tokens) instead")
     p.add_argument("--remedies", action="store_true", help="compare the REMEDIES for the stall at λ = 0.2 instead")

@@ -1,0 +1,44 @@
+"""`meru-nb study NAME`: every study the chapters read is reachable by name, and every `make study-*` target calls one."""
+import re
+from pathlib import Path
+
+import pytest
+
+from meru_nb.cli import STUDIES, main
+
+MAKEFILE = Path(__file__).resolve().parents[1] / "Makefile"
+
+
+@pytest.mark.parametrize("name", sorted(STUDIES))
+def test_each_study_answers_help_with_its_own_options(name, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["study", name, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: meru-nb study") and "--out" in out
+
+
+def test_the_flag_that_picks_a_study_reaches_its_parser(capsys):
+    "steps, remedies and binding share a module; a wrong flag there would run the lambda study instead."
+    for name, flag in (("steps", "--compare-steps"), ("remedies", "--remedies"), ("binding", "--binding")):
+        assert STUDIES[name][2] == [flag]
+    with pytest.raises(SystemExit) as e:                  # the flag is parsed, then --steps needs a number
+        main(["study", "steps", "--steps", "many"])
+    assert e.value.code == 2 and "invalid int value: 'many'" in capsys.readouterr().err
+
+
+def test_unknown_study_is_an_error_listing_the_studies(capsys):
+    assert main(["study", "lamda"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown study 'lamda'" in err and all(name in err for name in STUDIES)
+    assert main(["study"]) == 2 and main(["study", "--help"]) == 0
+
+
+def test_every_make_study_target_calls_a_named_study():
+    recipes = re.findall(r"^(study[\w-]*|emoji):.*\n((?:\t.*\n)+)", MAKEFILE.read_text(), flags=re.M)
+    called = {target: re.findall(r"meru-nb study (\w+)", body) for target, body in recipes}
+    assert set(called) >= {"study", "study-remedies", "study-steps", "study-binding", "study-capacity",
+                           "study-hycoclip", "study-finetune", "emoji"}
+    for target, names in called.items():
+        assert len(names) == 1 and names[0] in STUDIES, (target, names)
+    assert sorted(n for names in called.values() for n in names) == sorted(STUDIES)
