@@ -214,5 +214,5 @@ def binding_in_contrast(start: str = "scratch", steps: int = 600, pretrain_steps
         model.train()
         trace.append({"step": k + 1, "loss": loss.item(), "batch_true_above_negative": float(np.mean(_wins(true, swapped))),
                       **{f"{swap}_image": found[f"{swap}_image"]["top1"] for swap in SWAPS}})
-    return {"start": start, "positions": positions, "pretrain_steps": sum(pretrain_steps[tower] for tower in towers), "steps": steps, "share": share, "lr": lr,
-            "batch_size": batch_size, "seed": seed, "n_val": n_val, "seconds": time.perf_counter() - tic, "trace": trace}
+    return {"start": start, "positions": positions, "pretrain_steps": sum(pretrain_steps[tower] for tower in towers),
+            "steps": steps, "share": share, "lr": lr, "batch_size": batch_size, "seed": seed, "n_val": n_val, "seconds": time.perf_counter() - tic, "trace": trace}
