@@ -112,7 +112,7 @@ def _one(argv):
     torch.set_num_threads(1)
     study_run(float(fields.pop("entail_weight", lam)), seed, out_dir, steps, size=size, **fields)
 
-_ENTRY = "import sys; from meru_nb.study import main; sys.exit(main())"   # how `make study` and the workers start
+_ENTRY = "import sys; from meru_nb.study import main; sys.exit(main())"   # how a worker process starts (`--one ...`)
 
 def run_pool(jobs: list, argv_of, workers: int, desc: str, entry: str = _ENTRY):
     "Run `entry` (Python code reading sys.argv) with `argv_of(job)` for every job in its own process, `workers` at a time, one thread each."
