@@ -25,6 +25,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'meru_nb.bench.run_geometry': ('bench.html#run_geometry', 'meru_nb/bench.py')},
             'meru_nb.binding': { 'meru_nb.binding._centred': ('binding.html#_centred', 'meru_nb/binding.py'),
                                  'meru_nb.binding._pairs_batch': ('binding.html#_pairs_batch', 'meru_nb/binding.py'),
+                                 'meru_nb.binding._warm_cosine': ('binding.html#_warm_cosine', 'meru_nb/binding.py'),
                                  'meru_nb.binding._wins': ('binding.html#_wins', 'meru_nb/binding.py'),
                                  'meru_nb.binding.binding_builtin': ('binding.html#binding_builtin', 'meru_nb/binding.py'),
                                  'meru_nb.binding.binding_capacity': ('binding.html#binding_capacity', 'meru_nb/binding.py'),

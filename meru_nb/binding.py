@@ -7,6 +7,8 @@ __all__ = ['SWAPS', 'binding_scenes', 'binding_captions', 'entailment_score', 'b
            'train_on_pairs', 'binding_capacity', 'capacity_study', 'capacity_main', 'binding_in_contrast']
 
 # %% ../nbs/10a_binding.ipynb #3b7b7a60
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -110,10 +112,13 @@ def _centred(pixels: Tensor) -> Tensor:
     "Pixels in [0, 1] centred and scaled as the towers-alone runs feed them."
     return (pixels - 0.5) / 0.25
 
+def _warm_cosine(lr: float, k: int, warmup: int, steps: int) -> float:
+    "The learning rate at step `k` of the runs in this chapter: linear warm-up to `lr`, then cosine to zero."
+    return lr * min(1, (k + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * k / steps))
+
 def train_on_pairs(net: torch.nn.Module, tower: str, steps: int, batch_size: int = 64, image_size: int = 64,
                    lr: float = 1e-3, seed: int = 0, normalise=_centred, positions: bool = False) -> tuple:
     "Train `net`, an image or text tower (`tower`), and a new linear head to name the (shape, colour) pairs of two-object scenes or of their captions, and with `positions` the (shape, position) pairs too; (head, last loss)."
-    import math
     head = torch.nn.Linear(net.width, len(SHAPES.leaves) * (len(COLOURS.leaves) + len(POSITIONS) * positions))
     opt = torch.optim.AdamW([*net.parameters(), *head.parameters()], lr=lr, weight_decay=0.05)
     warmup, rng, context = max(1, steps // 10), np.random.default_rng([seed, 0]), getattr(net, "context_length", 77)
@@ -121,8 +126,8 @@ def train_on_pairs(net: torch.nn.Module, tower: str, steps: int, batch_size: int
         batch = _pairs_batch(rng, batch_size, image_size, context, draw=tower == "image", positions=positions)
         target = torch.zeros(batch_size, head.out_features).scatter_(1, batch[2], 1.0)
         loss = F.binary_cross_entropy_with_logits(head(net(normalise(batch[0]) if tower == "image" else batch[1])), target)
-        for g in opt.param_groups:                                  # linear warm-up, then cosine to zero
-            g["lr"] = lr * min(1, (k + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * k / steps))
+        for g in opt.param_groups:
+            g["lr"] = _warm_cosine(lr, k, warmup, steps)
         opt.zero_grad(); loss.backward(); opt.step()
     return head, loss.item()
 
@@ -180,7 +185,7 @@ def binding_in_contrast(start: str = "scratch", steps: int = 600, pretrain_steps
                         batch_size: int = 64, lr: float = 1e-3, seed: int = 0, n_val: int = 200, val_seed: int = 500,
                         every: int = 100, positions: bool = False) -> dict:
     "CLIP with `cpu` towers trained contrastively with hard negatives on items of which `share` bind, from scratch or with its 'text' or 'image' tower or 'both' first trained alone to name the (shape, colour) pairs, and with `positions` the (shape, position) pairs too: binding on validation scenes every `every` steps."
-    import math, time
+    import time
     from torch.utils.data import DataLoader
     from meru_nb.distributed import Collate
     from meru_nb.models import build_model
@@ -200,7 +205,7 @@ def binding_in_contrast(start: str = "scratch", steps: int = 600, pretrain_steps
     warmup, trace = max(1, steps // 6), []
     for k, (images, tokens, negatives, has) in enumerate(loader):
         for g in opt.param_groups:
-            g["lr"] = lr * min(1, (k + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * k / steps))
+            g["lr"] = _warm_cosine(lr, k, warmup, steps)
         loss = model(images, tokens, negatives, has)["loss"]
         opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step()
         if (k + 1) % every and k + 1 < steps:
@@ -215,4 +220,5 @@ def binding_in_contrast(start: str = "scratch", steps: int = 600, pretrain_steps
         trace.append({"step": k + 1, "loss": loss.item(), "batch_true_above_negative": float(np.mean(_wins(true, swapped))),
                       **{f"{swap}_image": found[f"{swap}_image"]["top1"] for swap in SWAPS}})
     return {"start": start, "positions": positions, "pretrain_steps": sum(pretrain_steps[tower] for tower in towers),
-            "steps": steps, "share": share, "lr": lr, "batch_size": batch_size, "seed": seed, "n_val": n_val, "seconds": time.perf_counter() - tic, "trace": trace}
+            "steps": steps, "share": share, "lr": lr, "batch_size": batch_size, "seed": seed, "n_val": n_val,
+            "seconds": time.perf_counter() - tic, "trace": trace}
