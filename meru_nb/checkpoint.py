@@ -128,7 +128,7 @@ def run_fields(cfg: TrainConfig | dict) -> dict:
     values = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
     return {k: v for k, v in values.items() if k not in RUNTIME_FIELDS}
 
-RUN_FILES = ("config.json", "checkpoint.pt", "log.jsonl", "model", "summary.json", "curves.png", "tb")   # what `train` writes
+RUN_FILES = ("config.json", "checkpoint.pt", "log.jsonl", "model", "summary.json", "curves.png", "tb", "pretrain.json")   # what `train` writes
 
 def _owned(out: Path) -> list:
     "The names in `out` that a run wrote: RUN_FILES, kept checkpoints, and the TensorBoard files in tb/."
@@ -176,7 +176,8 @@ def check_out_dir(cfg: TrainConfig):
     other = _stored_config(out)
     if other is None:
         return                                       # a run that died before writing its config: resume starts afresh
-    diff = {k: (other.get(k), v) for k, v in run_fields(cfg).items() if other.get(k) != v}
+    known = {f.name: f.default for f in dataclasses.fields(TrainConfig)}      # a field newer than the run: its default
+    diff = {k: (other.get(k, known[k]), v) for k, v in run_fields(cfg).items() if other.get(k, known[k]) != v}
     if diff:
         raise ValueError(f"{cfg.out_dir!r} holds another run (different {diff}, as (theirs, yours)): "
                          "resume it with its own settings, or pass overwrite=True to replace it")
