@@ -71,6 +71,8 @@ class TrainConfig:
     text_floor: float = 0.0              # MERU and HyCoCLIP: weight of a penalty on texts with sqrt(c)||y|| < 2K; 0: off (the paper)
     hard_negatives: bool = False         # MERU and CLIP, built-in scenes: each caption's attributes swapped between objects, as an extra negative
     binding_share: float = 0.0           # built-in scenes: share of items that name both objects of a two-object scene (chapter 06b; 0: off)
+    pretrain_text: int = 0               # MERU and CLIP, built-in scenes: steps the text tower first learns alone to name the scenes' pairs (chapter 07d; 0: off, the paper)
+    pretrain_image: int = 0              # MERU and CLIP, built-in scenes: the same for the image tower, after the text tower's (0: off, the paper)
     data: str = "builtin"                # 'builtin' scenes, webdataset shards (glob, {a..b} or '::'-separated), or a .csv/.tsv
     redcaps_prob: float = 0.0            # shards only: chance of prefixing the subreddit, RedCaps style (paper 0.5)
     image_size: int = 32                 # pixels (paper 224)
@@ -132,6 +134,10 @@ class TrainConfig:
                     for name in ("entail_start", "entail_warmup", "entail_gate", "text_floor")],
                   ("train_blocks", self.train_blocks >= -1 and (self.train_blocks == -1 or bool(self.init_from)),
                    "-1, or a whole number >= 0 with init_from"),
+                  *[(name, getattr(self, name) >= 0 and (not getattr(self, name) or (self.data == "builtin" and not self.init_from
+                                                                                       and self.model in ("meru", "clip"))),
+                     ">= 0, and 0 unless data='builtin' and model is 'meru' or 'clip' without init_from (the towers learn the scenes' labels)")
+                    for name in ("pretrain_text", "pretrain_image")],
                   ("hard_negatives", not self.hard_negatives or (self.data == "builtin" and self.model in ("meru", "clip")),
                    "False unless data='builtin' and model is 'meru' or 'clip' (negatives are made from the scenes)"),
                   ("data", self.model != "hycoclip" or self.data == "builtin",

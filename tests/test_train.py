@@ -402,3 +402,51 @@ def test_ctrl_c_says_where_the_run_is_saved_and_exits_130(tmp_path):
     assert re.search(r"interrupted after step \d+ of 100000; the run is saved at step \d+ in .*resume=True", lines[0]), lines[0]
     saved = load_checkpoint(out / "checkpoint.pt")["step"]
     assert int(re.search(r"saved at step (\d+)", lines[0])[1]) == saved
+
+
+def test_towers_first_runs_once_and_resumes_exactly(tmp_path):
+    "The towers learn alone before step 1 of a fresh run (pretrain.json, summary.json), never again on a resume."
+    kw = dict(steps=4, ckpt_every=2, pretrain_text=6, pretrain_image=2, image_size=32)
+    whole = train(tiny(tmp_path, "whole", **kw))
+    record = json.loads((tmp_path / "whole" / "pretrain.json").read_text())
+    assert record["text"]["steps"] == 6 and record["image"]["steps"] == 2 and record["positions"] is True
+    assert json.loads((tmp_path / "whole" / "summary.json").read_text())["pretrain"] == record
+    plain = train(tiny(tmp_path, "plain", steps=4, ckpt_every=2, image_size=32))
+    assert not (tmp_path / "plain" / "pretrain.json").exists()
+    a, p = params(whole), params(plain)
+    assert not torch.equal(a["textual.token_embedding.weight"], p["textual.token_embedding.weight"])
+    train(tiny(tmp_path, "split", stop_at=2, **kw))
+    written = (tmp_path / "split" / "pretrain.json").read_bytes()
+    resumed = train(tiny(tmp_path, "split", resume=True, **kw))
+    assert (tmp_path / "split" / "pretrain.json").read_bytes() == written
+    b = params(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+
+
+def test_towers_first_on_a_resume_with_nothing_saved(tmp_path):
+    "resume=True in a folder with no checkpoint starts afresh, towers-alone runs included."
+    (tmp_path / "run").mkdir()
+    train(tiny(tmp_path, steps=2, resume=True, pretrain_text=3, image_size=32))
+    assert json.loads((tmp_path / "run" / "pretrain.json").read_text())["text"]["steps"] == 3
+
+
+@pytest.mark.parametrize("bad", [dict(pretrain_text=-1), dict(pretrain_image=-5), dict(model="hycoclip", pretrain_text=10),
+                                 dict(data="shards/{0..3}.tar", pretrain_image=10),
+                                 dict(init_from="runs/clip", pretrain_text=10)])
+def test_towers_first_only_where_the_scenes_label_them(bad):
+    with pytest.raises(ValueError, match="pretrain_(text|image)"):
+        TrainConfig(**bad)
+
+
+def test_a_run_from_before_a_new_field_resumes(tmp_path):
+    "A config.json written before fields such as pretrain_text existed resumes: a missing field counts as its default."
+    kw = dict(steps=4, ckpt_every=2)
+    train(tiny(tmp_path, stop_at=2, **kw))
+    path = tmp_path / "run" / "config.json"
+    old = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in old.items() if k not in ("pretrain_text", "pretrain_image")}))
+    train(tiny(tmp_path, resume=True, **kw))
+    assert [r["step"] for r in read_log(tmp_path / "run")] == [1, 2, 3, 4]
+    path.write_text(json.dumps({k: v for k, v in old.items() if k != "pretrain_text"}))
+    with pytest.raises(ValueError, match="pretrain_text"):           # a newer field set away from its default is a new run
+        train(tiny(tmp_path, resume=True, pretrain_text=3, **kw))
