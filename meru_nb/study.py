@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['LAMBDAS', 'SEEDS', 'MARKS', 'VALIDATION_SEED', 'MIN_RADIUS', 'REMEDY', 'QUANTILES', 'METRICS', 'OFF', 'REMEDIES',
-           'EARLIER', 'ARMS', 'STEP_ARMS', 'ABLATIONS', 'BINDING_ARMS', 'recipe', 'measure', 'study_run', 'run_pool',
-           'run_study', 'main', 'run_remedy_study', 'summarize', 'steps_run', 'run_steps_study']
+           'EARLIER', 'ARMS', 'TOWERS_FIRST', 'BINDING_START', 'STEP_ARMS', 'ABLATIONS', 'BINDING_ARMS',
+           'SEEDED_BINDING_ARMS', 'recipe', 'measure', 'study_run', 'run_pool', 'run_study', 'main', 'run_remedy_study',
+           'summarize', 'steps_run', 'run_steps_study']
 
 # %% ../nbs/07e_study.ipynb #be73124d
 import argparse
@@ -37,7 +38,7 @@ REMEDY = {"entail_warmup": 500}         # MERU's deviation from the paper in mak
 
 def recipe(entail_weight: float, seed: int, out_dir, steps: int = 1000, size: str = "cpu", model: str = "meru",
            **overrides) -> TrainConfig:
-    "The `make run` recipe (nbs/20_train.ipynb) for `model` (MERU with entailment weight `entail_weight`) and seed `seed`; `overrides`: other fields."
+    "The studies' recipe for `model` (MERU with entailment weight `entail_weight`) and seed `seed`; `overrides`: other fields. `make run` (nbs/20_train.ipynb) is this with `BINDING_START`."
     base = dict(out_dir=str(out_dir), model=model, size=size, entail_weight=float(entail_weight), image_size=64,
                 n_samples=100_000, steps=steps, batch_size=64, lr=3e-4, warmup_steps=min(150, steps), grad_clip=1.0,
                 seed=seed, ckpt_every=0, progress=False, **(REMEDY if model != "clip" else {}))
@@ -173,8 +174,8 @@ def main(argv=None) -> int:
         result = run_steps_study(out, a.work_dir or "runs/steps", workers=a.workers)
     elif a.binding:
         out = a.out or "nbs/results/binding_study.json"
-        result = run_steps_study(out, a.work_dir or "runs/binding", BINDING_ARMS, SEEDS[:1], workers=a.workers,
-                                 command="make study-binding")
+        result = run_steps_study(out, a.work_dir or "runs/binding", BINDING_ARMS, SEEDS, workers=a.workers,
+                                 command="make study-binding", one_seed=[a for a in BINDING_ARMS if a not in SEEDED_BINDING_ARMS])
     elif a.remedies:
         out = a.out or "nbs/results/remedy_study.json"
         result = run_remedy_study(out, a.work_dir or "runs/remedies", workers=a.workers)
@@ -224,16 +225,28 @@ def summarize(runs: list, key: str) -> dict:
     return {lam: (float(np.mean(v)), float(np.min(v)), float(np.max(v)), len(v)) for lam, v in sorted(by.items())}
 
 # %% ../nbs/07e_study.ipynb #52265d32
+TOWERS_FIRST = {"pretrain_text": 750, "pretrain_image": 300}    # chapter 10a's towers-alone runs that bind (chapter 07d)
+BINDING_START = {"hard_negatives": True, "binding_share": 0.6, **TOWERS_FIRST}   # what make run adds to `recipe` (chosen below)
+
 STEP_ARMS = {"CLIP": ("clip", {"hard_negatives": False}),      # model and TrainConfig fields on top of `recipe`
              "CLIP, hard negatives": ("clip", {"hard_negatives": True}),
              "MERU, hard negatives": ("meru", {"hard_negatives": True}),  # MERU without them: the remedy study's arm
              "CLIP, binding mix": ("clip", {"hard_negatives": True, "binding_share": 0.3}),
              "MERU, binding mix": ("meru", {"hard_negatives": True, "binding_share": 0.3}),
              "MERU, bag of tokens": ("meru", {"size": "cpu_bag"}),
-             "CLIP, bag of tokens": ("clip", {"size": "cpu_bag"})}
+             "CLIP, bag of tokens": ("clip", {"size": "cpu_bag"}),
+             **{f"{name}, {first}binding mix{share}": (model, {"hard_negatives": True, "binding_share": value, **fields})
+                for first, fields in (("", {}), ("towers first, ", TOWERS_FIRST))
+                for share, value in (("", 0.3), (" 0.6", 0.6)) for name, model in (("CLIP", "clip"), ("MERU", "meru"))
+                if first or share},
+             **{f"{name}, towers first, binding mix 0.6, 1000 steps": (model, {"hard_negatives": True, "binding_share": 0.6,
+                                                                          **TOWERS_FIRST, "steps": 1000})
+                for name, model in (("CLIP", "clip"), ("MERU", "meru"))}}     # what fewer steps cost (make run's budget)
 ABLATIONS = ("MERU, bag of tokens", "CLIP, bag of tokens")    # one seed each
-BINDING_ARMS = ("CLIP, binding mix", "MERU, binding mix")      # make study-binding: one seed each, a study of their own
-_ARM_KEYS = ("size", "hard_negatives", "binding_share", "entail_start", "entail_warmup", "entail_gate", "text_floor", "lr")
+BINDING_ARMS = tuple(a for a in STEP_ARMS if "binding mix" in a)   # make study-binding, a study of their own
+SEEDED_BINDING_ARMS = ("CLIP, towers first, binding mix 0.6", "MERU, towers first, binding mix 0.6")   # 3 seeds; the rest 1
+_ARM_KEYS = ("size", "hard_negatives", "binding_share", "entail_start", "entail_warmup", "entail_gate", "text_floor", "lr",
+             "pretrain_text", "pretrain_image")
 
 def _arm_folder(cfg: TrainConfig) -> str:
     "A folder name that spells out what an arm changes, so that a finished run is found again whatever the defaults."
@@ -251,22 +264,27 @@ def steps_run(model: str, steps: int, seed: int, out_dir, **overrides) -> dict:
     train(cfg)
     seconds = time.perf_counter() - tic
     results = evaluate_run(out_dir, seed=VALIDATION_SEED, figures=False, progress=False)
+    pretrained = out_dir / "pretrain.json"                # the towers' runs alone, when the arm asks for them (in `seconds`)
     record = {"model": model, "steps": steps, "seed": seed, "seconds": seconds,
+              **({"pretrain": json.loads(pretrained.read_text())} if pretrained.is_file() else {}),
               "validation": {k: lookup(results, path) for k, path in METRICS.items()}, "config": dataclasses.asdict(cfg)}
     done.write_text(json.dumps(record, indent=1) + "\n")
     return record
 
 def run_steps_study(out: str = "nbs/results/steps_study.json", work_dir: str = "runs/steps",
                     arms=tuple(a for a in STEP_ARMS if a not in BINDING_ARMS), seeds=SEEDS, steps: int = 1500, workers: int = 2,
-                    command: str = "make study-steps") -> dict:
-    "Every arm × seed of `make run`'s recipe (the ABLATIONS at the first seed only), `workers` runs at a time (`make study-steps`); write `out`."
-    jobs = [(arm, seed) for seed in seeds for arm in arms if arm not in ABLATIONS or seed == seeds[0]]
+                    command: str = "make study-steps", one_seed=ABLATIONS) -> dict:
+    "Every arm × seed of `make run`'s recipe (the arms of `one_seed` at the first seed only), `workers` runs at a time (`make study-steps`); write `out`."
+    jobs = [(arm, seed) for seed in seeds for arm in arms if arm not in one_seed or seed == seeds[0]]
     def folder(arm, seed):
         model, overrides = STEP_ARMS[arm]
         return Path(work_dir) / _arm_folder(dataclasses.replace(recipe(0.2, seed, "-", steps, model=model), **overrides))
     tic = time.perf_counter()
-    run_pool(jobs, lambda job: ["--one-steps", STEP_ARMS[job[0]][0], str(steps), str(job[1]), str(folder(*job)),
-                                json.dumps(STEP_ARMS[job[0]][1])], workers, "recipe runs")
+    def argv(arm, seed):                                 # an arm may set its own steps
+        model, overrides = STEP_ARMS[arm]
+        fields = {k: v for k, v in overrides.items() if k != "steps"}
+        return ["--one-steps", model, str(overrides.get("steps", steps)), str(seed), str(folder(arm, seed)), json.dumps(fields)]
+    run_pool(jobs, lambda job: argv(*job), workers, "recipe runs")
     runs = [{"arm": arm, **json.loads((folder(arm, seed) / "steps.json").read_text())} for arm, seed in jobs]
     result = {"command": command, "environment": environment(), "wall_seconds": time.perf_counter() - tic,
               "train_seconds": sum(r["seconds"] for r in runs),        # also of runs kept from an earlier invocation
