@@ -11,7 +11,7 @@ from meru_nb.zeroshot import zero_shot_builtin
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT / "nbs"
 TINY = dict(size="tiny", patch_size=0, image_size=32, n_samples=32, steps=2, batch_size=4, warmup_steps=1,
-            ckpt_every=0, progress=False)
+            ckpt_every=0, progress=False, pretrain_text=3, pretrain_image=2)   # the towers alone: a few steps, not 750
 
 
 def outputs(nb: dict) -> str:
@@ -48,7 +48,27 @@ def test_train_notebook_writes_the_run(trained):
     assert {"config.json", "log.jsonl", "checkpoint.pt", "model", "curves.png", "summary.json"} <= names
     config = json.loads((trained / "config.json").read_text())
     assert config["steps"] == 2 and config["model"] == "meru" and config["image_size"] == 32
+    assert config["hard_negatives"] is True and config["binding_share"] == 0.6          # the binding start, by default
+    assert (config["pretrain_text"], config["pretrain_image"]) == (3, 2)                 # and what -p passed over it
+    assert json.loads((trained / "pretrain.json").read_text())["text"]["steps"] == 3
     assert json.loads((trained / "summary.json").read_text())["steps_done"] == 2
+
+
+def test_the_binding_start_is_off_where_it_cannot_be(tmp_path):
+    "binding_start=False trains the paper's start; other data than the built-in scenes never gets it."
+    tiny = {k: v for k, v in TINY.items() if not k.startswith("pretrain_")}
+    run("20_train.ipynb", tmp_path / "off.ipynb", model="clip", out_dir=str(tmp_path / "off"), binding_start=False, **tiny)
+    config = json.loads((tmp_path / "off" / "config.json").read_text())
+    assert (config["hard_negatives"], config["binding_share"], config["pretrain_text"]) == (False, 0.0, 0)
+    assert not (tmp_path / "off" / "pretrain.json").exists()
+    table = tmp_path / "pairs.csv"                           # a table of the user's own pictures and captions
+    from PIL import Image
+    for i in range(4):
+        Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(tmp_path / f"{i}.png")
+    table.write_text("filepath,title\n" + "".join(f"{i}.png,a picture {i}\n" for i in range(4)))
+    run("20_train.ipynb", tmp_path / "table.ipynb", model="meru", data=str(table), out_dir=str(tmp_path / "table"), **tiny)
+    config = json.loads((tmp_path / "table" / "config.json").read_text())
+    assert (config["hard_negatives"], config["binding_share"], config["pretrain_text"]) == (False, 0.0, 0)
 
 
 def test_unknown_parameter_is_reported(tmp_path):
@@ -107,19 +127,20 @@ def test_results_chapter_reads_the_runs(runs, tmp_path, monkeypatch):
 
 
 def test_the_train_notebook_is_the_studies_recipe():
-    "The defaults of nbs/20_train.ipynb are `study.recipe`, for MERU and for CLIP: the runs of make run are the runs the studies chose."
+    "The defaults of nbs/20_train.ipynb are `study.recipe` with the binding start, for MERU and CLIP: make run's runs are the runs the studies chose."
     import dataclasses, re
     from meru_nb.config import TrainConfig
-    from meru_nb.study import recipe
+    from meru_nb.study import BINDING_START, recipe
     cell = next(c for c in json.loads((NBS / "20_train.ipynb").read_text())["cells"]
                 if "parameters" in c.get("metadata", {}).get("tags", []))
     values = {}
     exec("".join(cell["source"]), {}, values)
     assert values.pop("allow_pipe") is False                  # the notebook's own guard, not a TrainConfig field
+    assert values.pop("binding_start") is True                # on: the notebook adds BINDING_START (its config cell)
     steps = values["steps"]
     for model in ("meru", "clip"):
-        notebook = TrainConfig(**{**values, "model": model})
-        studied = recipe(values["entail_weight"], values["seed"], values["out_dir"], steps, model=model)
+        notebook = TrainConfig(**{**BINDING_START, **values, "model": model})
+        studied = recipe(values["entail_weight"], values["seed"], values["out_dir"], steps, model=model, **BINDING_START)
         skip = {"out_dir", "model", "ckpt_every", "progress", "overwrite", "resume"}
         mine = {k: v for k, v in dataclasses.asdict(notebook).items() if k not in skip}
         theirs = {k: v for k, v in dataclasses.asdict(studied).items() if k not in skip}
