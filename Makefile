@@ -36,7 +36,7 @@ help:
 	@echo "  make study           MERU's entailment weight: 5 values x 3 seeds and the bag of tokens, at 1500 steps (chapter 07e)"
 	@echo "  make study-remedies  four remedies for MERU's stall at lambda = 0.2 against none, 3 seeds at 1500 steps (chapter 07e)"
 	@echo "  make study-steps     make run's recipe: hard negatives for MERU and CLIP, CLIP, the bag of tokens as an ablation (chapter 07e)"
-	@echo "  make study-binding   a caption mix that binds shape to colour or position, with hard negatives, MERU and CLIP (chapter 07e)"
+	@echo "  make study-binding   make run's binding start: a caption mix at 0.3 or 0.6, from scratch or with the towers first, MERU and CLIP (chapter 07e)"
 	@echo "  make study-capacity  each tower alone learning which colour goes with which shape, then both together (chapter 10a)"
 	@echo "  make study-hycoclip  HyCoCLIP, MERU and CLIP with make run's recipe, measured on test scenes (chapter 11b)"
 	@echo "  make study-finetune  MERU fine-tuned from make run's CLIP vs from scratch, 300 steps (chapter 11d; after make run)"
@@ -113,8 +113,9 @@ study-remedies: install
 study-steps: install
 	$(BIN)/meru-nb study steps --out nbs/results/steps_study.json --work-dir $(RUNS)/steps
 
-## A caption mix that binds (chapter 07e): study.BINDING_ARMS, CLIP and MERU with 30 % of the items naming both objects
-## of a two-object scene and hard negatives, one seed at 1500 steps; writes nbs/results/binding_study.json. Finished runs in $(RUNS)/binding are kept.
+## make run's binding start (chapter 07e): study.BINDING_ARMS, CLIP and MERU with hard negatives and 30 or 60 % of the
+## items naming both objects of a two-object scene, from scratch or with each tower first alone (chapter 07d); the chosen
+## arm 3 seeds, the others one, at 1500 steps (and 1000); writes nbs/results/binding_study.json. Finished runs in $(RUNS)/binding are kept.
 study-binding: install
 	$(BIN)/meru-nb study binding --out nbs/results/binding_study.json --work-dir $(RUNS)/binding
 
