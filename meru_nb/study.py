@@ -136,15 +136,24 @@ def run_pool(jobs: list, argv_of, workers: int, desc: str, entry: str = _ENTRY):
     bar.close()
 
 def run_study(out: str = "nbs/results/lambda_study.json", work_dir: str = "runs/study", lambdas=LAMBDAS, seeds=SEEDS,
-              steps: int = 1500, workers: int = 2, contrast: bool = True) -> dict:
-    "Run the grid (plus, if `contrast`, the bag-of-tokens text tower at 0.2, seed 0) `workers` at a time; write `out`."
-    jobs = [(lam, seed, "cpu") for lam in lambdas for seed in seeds] + ([(0.2, 0, "cpu_bag")] if contrast else [])
-    folder = lambda lam, seed, size: Path(work_dir) / f"{size}_lambda{lam:g}_seed{seed}"
+              steps: int = 1500, workers: int = 2, contrast: bool = True, start: dict | None = None,
+              command: str = "make study") -> dict:
+    "Run the grid `workers` at a time; write `out`. `start`: fields every run adds (make run's `BINDING_START`); `contrast`: one more run at λ = 0.2 and the first seed, with the bag-of-tokens text tower, or with a `start`, without the λ warm-up."
+    start = dict(start or {})
+    extra = ({"entail_warmup": 0} if start else {"size": "cpu_bag"}) if contrast else None
+    jobs = [(lam, seed, {}) for lam in lambdas for seed in seeds] + ([(0.2, seeds[0], extra)] if extra else [])
+    def folder(lam, seed, fields):                       # the contrast's fields spelled out after the seed
+        rest = "".join(f"_{k}{v:g}" for k, v in fields.items() if k != "size")
+        return Path(work_dir) / f"{fields.get('size', 'cpu')}_lambda{lam:g}_seed{seed}{rest}"
+    def argv(lam, seed, fields):
+        own = {k: v for k, v in fields.items() if k != "size"}
+        return ["--one", str(lam), str(seed), str(folder(lam, seed, fields)), str(steps), fields.get("size", "cpu"),
+                json.dumps({**start, **own})]
     tic = time.perf_counter()
-    run_pool(jobs, lambda job: ["--one", str(job[0]), str(job[1]), str(folder(*job)), str(steps), job[2]], workers, "study runs")
+    run_pool(jobs, lambda job: argv(*job), workers, "study runs")
     runs = [json.loads((folder(*job) / "study.json").read_text()) for job in jobs]
-    result = {"command": "make study", "environment": environment(), "wall_seconds": time.perf_counter() - tic,
-              "workers": workers, "lambdas": list(lambdas), "seeds": list(seeds), "steps": steps, "runs": runs}
+    result = {"command": command, "environment": environment(), "wall_seconds": time.perf_counter() - tic,
+              "workers": workers, "lambdas": list(lambdas), "seeds": list(seeds), "steps": steps, "start": start, "runs": runs}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=1) + "\n")
     return result
@@ -166,9 +175,13 @@ def main(argv=None) -> int:
     p.add_argument("--work-dir", help="run folders (default runs/study, runs/remedies, runs/steps or runs/binding)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--steps", type=int, default=1500, help="the λ study's steps per run (make run's)")
+    p.add_argument("--binding-start", action="store_true", help="the λ study with make run's BINDING_START in every run "
+                   "(default --out nbs/results/lambda_start_study.json, --work-dir runs/study_start)")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="the λ study's seeds (default 0 1 2)")
     a = p.parse_args(argv)
     if a.workers < 1: p.error(f"--workers must be at least 1, got {a.workers}")
     if a.steps < 1: p.error(f"--steps must be at least 1, got {a.steps}")
+    if any(s < 0 for s in a.seeds): p.error(f"--seeds must be whole numbers >= 0, got {a.seeds}")
     if a.compare_steps:
         out = a.out or "nbs/results/steps_study.json"
         result = run_steps_study(out, a.work_dir or "runs/steps", workers=a.workers)
@@ -179,9 +192,14 @@ def main(argv=None) -> int:
     elif a.remedies:
         out = a.out or "nbs/results/remedy_study.json"
         result = run_remedy_study(out, a.work_dir or "runs/remedies", workers=a.workers)
+    elif a.binding_start:
+        out = a.out or "nbs/results/lambda_start_study.json"
+        command = " ".join(["meru-nb study lambda --binding-start --seeds", *map(str, a.seeds)])
+        result = run_study(out, a.work_dir or "runs/study_start", seeds=tuple(a.seeds), steps=a.steps, workers=a.workers,
+                           start=BINDING_START, command=command)
     else:
         out = a.out or "nbs/results/lambda_study.json"
-        result = run_study(out, a.work_dir or "runs/study", steps=a.steps, workers=a.workers)
+        result = run_study(out, a.work_dir or "runs/study", seeds=tuple(a.seeds), steps=a.steps, workers=a.workers)
     print(f"wrote {out}: {len(result['runs'])} runs in {result['wall_seconds'] / 60:.1f} min")
     return 0
 
@@ -237,7 +255,8 @@ STEP_ARMS = {"CLIP": ("clip", {"hard_negatives": False}),      # model and Train
                 for mix, share, fields in (("binding mix", 0.3, {}), ("binding mix 0.6", 0.6, {}),
                                            ("towers first, binding mix", 0.3, TOWERS_FIRST),
                                            ("towers first, binding mix 0.6", 0.6, TOWERS_FIRST),
-                                           ("towers first, binding mix 0.6, 1000 steps", 0.6, {**TOWERS_FIRST, "steps": 1000}))
+                                           ("towers first, binding mix 0.6, 1000 steps", 0.6, {**TOWERS_FIRST, "steps": 1000}),
+                                           ("towers first, binding mix 0.6, bag of tokens", 0.6, {**TOWERS_FIRST, "size": "cpu_bag"}))
                 for name, model in (("CLIP", "clip"), ("MERU", "meru"))}}     # 1000 steps: what a shorter run costs
 ABLATIONS = ("MERU, bag of tokens", "CLIP, bag of tokens")    # one seed each
 BINDING_ARMS = tuple(a for a in STEP_ARMS if "binding mix" in a)   # make study-binding, a study of their own
