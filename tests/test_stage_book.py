@@ -150,3 +150,87 @@ def test_make_help_names_every_target():
     shown = re.findall(r"^  make ([\w-]+)", subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True,
                                                              text=True, check=True).stdout, re.M)
     assert sorted(shown) == sorted(targets), f"missing from make help: {sorted(targets - set(shown))}"
+
+
+def _stream(text):
+    return [{"output_type": "stream", "name": "stdout", "text": text}]
+
+
+def _small_book(root: Path):
+    "A book of three chapters as the repository holds one: a toc, notebooks with directives, a results chapter."
+    root.mkdir(parents=True)
+    (root / "_toc.yml").write_text("format: jb-book\nroot: nbs/00_a\nchapters:\n  - file: nbs/01_b\n  - file: nbs/22_results\n")
+    md = {"cell_type": "markdown", "metadata": {}, "source": "prose"}
+    _write(root / "nbs" / "00_a.ipynb", [code("#| default_exp a\n"), md, code("#| hide\nprint('setup')"), code("print(1)")])
+    _write(root / "nbs" / "01_b.ipynb", [md, code("print(2)")])
+    _write(root / "nbs" / "22_results.ipynb", [code("print('runs')")])
+
+
+def _execute(root: Path, executed: Path):
+    "What make book leaves: each chapter staged (directive-only cells dropped), each code cell with the output of its print."
+    for rel in stage_book.chapters(root):
+        (executed / rel).parent.mkdir(parents=True, exist_ok=True)
+        stage_book.stage_notebook(root / rel, executed / rel)
+        nb = json.loads((executed / rel).read_text())
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code":
+                cell["outputs"], cell["execution_count"] = _stream(re.sub(r"print\('?(\w+)'?\)", r"\1", cell["source"]) + "\n"), 1
+        (executed / rel).write_text(json.dumps(nb))
+
+
+def test_keep_puts_each_output_under_the_cell_that_made_it(tmp_path):
+    "make outputs: the executed book's outputs land in the chapters cell by cell (a hidden cell's too), the results chapter stays unexecuted."
+    _small_book(tmp_path / "repo")
+    _execute(tmp_path / "repo", tmp_path / "book")
+    assert stage_book.keep(tmp_path / "book", tmp_path / "repo") == ["nbs/00_a.ipynb", "nbs/01_b.ipynb"]
+    cells = json.loads((tmp_path / "repo" / "nbs" / "00_a.ipynb").read_text())["cells"]
+    assert [c.get("outputs") for c in cells] == [[], None, _stream("setup\n"), _stream("1\n")]
+    assert all(c.get("execution_count") is None for c in cells)
+    assert json.loads((tmp_path / "repo" / "nbs" / "22_results.ipynb").read_text())["cells"][0]["outputs"] == []
+    record = json.loads((tmp_path / "repo" / stage_book.OUTPUTS).read_text())
+    assert set(record["chapters"]) == {"nbs/00_a.ipynb", "nbs/01_b.ipynb"} and record["command"] and record["date"]
+    assert stage_book.check(tmp_path / "repo") == [] and stage_book.stale(tmp_path / "repo") == []
+
+
+def test_check_fails_on_changed_code_lost_outputs_an_executed_results_chapter_and_weight(tmp_path, monkeypatch):
+    "Each way committed outputs can mislead is named: code changed since they were made, outputs lost, never kept, the reader's results, megabytes."
+    repo = tmp_path / "repo"
+    _small_book(repo)
+    _execute(repo, tmp_path / "book")
+    stage_book.keep(tmp_path / "book", repo)
+    path = repo / "nbs" / "01_b.ipynb"
+    nb = json.loads(path.read_text())
+    nb["cells"][0]["source"] = "prose, rewritten"                     # prose may change: the outputs still hold
+    path.write_text(json.dumps(nb))
+    assert stage_book.check(repo) == []
+    nb["cells"][1]["source"] = "print(3)"                             # code may not
+    path.write_text(json.dumps(nb))
+    assert stage_book.stale(repo) == ["nbs/01_b.ipynb"]
+    assert stage_book.check(repo) == ["nbs/01_b.ipynb: its code changed since its outputs were made"]
+    nb["cells"][1]["outputs"] = []
+    path.write_text(json.dumps(nb))
+    assert stage_book.check(repo) == ["nbs/01_b.ipynb: its code changed since its outputs were made"]
+    nb["cells"][1]["source"] = "print(2)"                             # the code back, its output gone
+    path.write_text(json.dumps(nb))
+    assert stage_book.check(repo) == ["nbs/01_b.ipynb: 0 cells show an output, 1 did when they were kept"]
+    (repo / stage_book.OUTPUTS).unlink()
+    assert stage_book.check(repo) == [f"nbs/{name}.ipynb: its outputs were never kept" for name in ("00_a", "01_b")]
+    results = repo / "nbs" / "22_results.ipynb"
+    _write(results, [dict(code("print('runs')"), outputs=_stream("runs\n"))])
+    assert any("22_results.ipynb: committed with outputs" in p for p in stage_book.check(repo))
+    monkeypatch.setattr(stage_book, "MAX_CHAPTER_BYTES", 100)
+    assert any("00_a.ipynb" in p and "MB with its outputs" in p for p in stage_book.check(repo))
+
+
+def test_keep_refuses_a_book_executed_from_other_code(tmp_path):
+    "Outputs of an older make book are never kept for code that changed after it: keep names the chapter and writes nothing."
+    repo = tmp_path / "repo"
+    _small_book(repo)
+    _execute(repo, tmp_path / "book")
+    _write(repo / "nbs" / "01_b.ipynb", [code("print(4)")])
+    before = {p: p.read_bytes() for p in (repo / "nbs").glob("*")}
+    with pytest.raises(SystemExit, match="01_b.ipynb"):
+        stage_book.keep(tmp_path / "book", repo)
+    assert not (repo / stage_book.OUTPUTS).exists()
+    assert {p: p.read_bytes() for p in (repo / "nbs").glob("*")} == before
+

@@ -19,21 +19,35 @@ The book's notebooks are executed once, in place, between the two steps (by `nbd
 in parallel: the chapter tests and the book's outputs are the same run), then built by Jupyter Book
 with execution off.
 
-`make run` only re-executes the results chapter, the one page that depends on its runs. Its `reuse`
-step gives every other staged chapter the outputs of an executed copy (the last `make book`'s) when
-that copy's code is the same, and reports the chapters it could not fill, which the book then shows
-unexecuted.
+The chapters are committed with their outputs (nbdev's convention: GitHub and nbviewer show them
+too). `keep` writes a `make book`'s outputs into nbs/, chapter by chapter, and records in
+nbs/outputs.json the hash of the code that made them; `check` (and the tests) refuse a chapter whose
+code changed since, and `copy` stages such a chapter without its outputs, never with stale ones.
+
+`make run` only re-executes the results chapter, the one page that depends on its runs: every other
+chapter comes with its committed outputs. Its `reuse` step then gives a staged chapter the outputs of
+an executed copy (the last `make book`'s, where there is one) when that copy's code is the same, and
+reports the chapters it could not fill, which the book shows unexecuted.
 
 Usage: python tools/stage_book.py DEST [copy|transform|all]
        python tools/stage_book.py DEST reuse EXECUTED_BOOK [CHAPTER_TO_SKIP ...]
+       python tools/stage_book.py EXECUTED_BOOK keep      (after make book: its outputs into nbs/)
+       python tools/stage_book.py . check                 (nbs/'s outputs were made by its code)
 """
+import copy
+import datetime
+import hashlib
 import json
+import platform
 import re
 import shutil
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+OUTPUTS = "nbs/outputs.json"      # what made the committed outputs: each chapter's code hash, the command, date, machine
+RESULTS = "nbs/22_results.ipynb"  # executed against the reader's own runs by make run; committed without outputs
+MAX_CHAPTER_BYTES = 1_000_000     # a chapter with its outputs: figures are PNGs at the book's width, nothing heavier
 DIRECTIVE = re.compile(r"^\s*#\s*\|\s*(?P<body>.*)$")
 TAGS = {
     "hide": "remove-cell",
@@ -111,6 +125,13 @@ def copy_sources(dest: Path):
     for nb in sorted((dest / "nbs").rglob("*.ipynb")):
         if nb.relative_to(dest).with_suffix("").as_posix() not in in_book:
             nb.unlink()               # run notebooks (papermill) and drafts are not chapters of the book
+    old = stale(ROOT)
+    for rel in old:                   # outputs that another version of the code made are not shown
+        nb = json.loads((dest / rel).read_text(encoding="utf-8"))
+        _set_outputs(nb, lambda cell: [])
+        (dest / rel).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    if old:
+        print(f"staged without their committed outputs (their code changed since `make outputs`): {', '.join(old)}")
 
 
 def transform(dest: Path):
@@ -127,8 +148,8 @@ def _code(nb: dict) -> list:
 
 
 def reuse(dest: Path, executed: Path, skip=()) -> tuple:
-    "Copy outputs into the staged chapters of `dest` from their executed copies in `executed` when the code matches."
-    filled, left = [], []
+    "Copy outputs into the staged chapters of `dest` from their executed copies in `executed` when the code matches; return (filled, left without outputs)."
+    filled, left, committed = [], [], []
     for nb_path in sorted((dest / "nbs").rglob("*.ipynb")):
         rel = nb_path.relative_to(dest).as_posix()
         if rel in skip:
@@ -137,16 +158,117 @@ def reuse(dest: Path, executed: Path, skip=()) -> tuple:
         nb = json.loads(nb_path.read_text(encoding="utf-8"))
         old = json.loads(old_path.read_text(encoding="utf-8")) if old_path.is_file() else None
         if old is None or _code(old) != _code(nb) or not any(c.get("outputs") for c in old["cells"]):
-            left.append(rel)
+            (committed if _has_outputs(nb) else left).append(rel)    # with its committed outputs, or none
             continue
         code = lambda book: [c for c in book["cells"] if c["cell_type"] == "code"]
         for cell, done in zip(code(nb), code(old)):
             cell["outputs"], cell["execution_count"] = done.get("outputs", []), done.get("execution_count")
         nb_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         filled.append(rel)
-    print(f"reused the outputs of {len(filled)} chapters from {executed}"
+    print(f"reused the outputs of {len(filled)} chapters from {executed}, {len(committed)} keep their committed ones"
           + (f"; shown unexecuted (run `make book` to execute them): {', '.join(left)}" if left else ""))
     return filled, left
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _save(nb: dict, path: Path):
+    "Write a notebook as nbdev-clean leaves one (indent 1, a final newline, unicode kept)."
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _set_outputs(nb: dict, outputs_of):
+    "Give each code cell the outputs `outputs_of(cell)` returns, and no execution count."
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = outputs_of(cell), None
+
+
+def _has_outputs(nb: dict) -> bool:
+    return _shown(nb) > 0
+
+
+def _shown(nb: dict) -> int:
+    "How many code cells show an output."
+    return sum(bool(c.get("outputs")) for c in nb["cells"] if c["cell_type"] == "code")
+
+
+def code_hash(nb: dict) -> str:
+    "sha256 of a notebook's code cells (their sources, in order): the code its outputs were made by."
+    return hashlib.sha256(json.dumps(_code(nb), ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def chapters(root: Path = ROOT) -> list:
+    "The chapters of the book under `root`, as paths relative to it (nbs/NAME.ipynb), in the toc's order."
+    return [f"{name}.ipynb" for name in re.findall(r"(?:root|file):\s*(\S+)", (root / "_toc.yml").read_text())]
+
+
+def _record(root: Path) -> dict:
+    "What made the committed outputs, per chapter: {path: {'code': hash, 'outputs': cells showing one}} (empty if never kept)."
+    return _load(root / OUTPUTS)["chapters"] if (root / OUTPUTS).is_file() else {}
+
+
+def stale(root: Path = ROOT) -> list:
+    "Chapters under `root` holding outputs that the record does not vouch for (their code changed since, or never kept)."
+    record = _record(root)
+    return [rel for rel in chapters(root)
+            if _has_outputs(nb := _load(root / rel)) and record.get(rel, {}).get("code") != code_hash(nb)]
+
+
+def keep(executed: Path, root: Path = ROOT, skip=(RESULTS,)) -> list:
+    "Write the outputs of the executed book `executed` (a `make book`) into the chapters of `root`, and record what made them."
+    ready, refused = {}, []
+    for rel in chapters(root):
+        nb = _load(root / rel)
+        if rel in skip:
+            _set_outputs(nb, lambda cell: [])
+            ready[rel] = nb
+            continue
+        done = _load(executed / rel) if (executed / rel).is_file() else None
+        staged = [stage_cell(copy.deepcopy(c)) for c in nb["cells"]]     # which cells the executed copy holds, in order
+        shown = [c for c in staged if c is not None]
+        if done is None or _code({"cells": shown}) != _code(done):
+            refused.append(rel)
+            continue
+        ran = iter(c for c in done["cells"] if c["cell_type"] == "code")
+        outputs = {id(cell): next(ran).get("outputs", []) for cell, s in zip(nb["cells"], staged)
+                   if s is not None and cell["cell_type"] == "code"}
+        _set_outputs(nb, lambda cell: outputs.get(id(cell), []))
+        ready[rel] = nb
+    if refused:                                          # nothing is written unless every chapter can be
+        raise SystemExit(f"not kept: {executed} was not executed from the present code of {', '.join(refused)} "
+                         "(run make book, then make outputs)")
+    for rel, nb in ready.items():
+        _save(nb, root / rel)
+    record = {rel: {"code": code_hash(nb), "outputs": _shown(nb)} for rel, nb in ready.items() if rel not in skip}
+    made = {"command": "make book, then make outputs", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{platform.processor() or platform.machine()}, {platform.system()}", "chapters": record}
+    (root / OUTPUTS).write_text(json.dumps(made, indent=1) + "\n", encoding="utf-8")
+    print(f"kept the outputs of {len(record)} chapters from {executed} in {root / 'nbs'}; recorded in {OUTPUTS}")
+    return sorted(record)
+
+
+def check(root: Path = ROOT, skip=(RESULTS,)) -> list:
+    "What is wrong with the committed outputs: stale, never kept, fewer than were kept, on the results chapter, or too heavy."
+    problems, record = [], _record(root)
+    for rel in chapters(root):
+        nb, size = _load(root / rel), (root / rel).stat().st_size
+        made = record.get(rel)
+        if rel in skip:
+            if _has_outputs(nb):
+                problems.append(f"{rel}: committed with outputs (make run executes it against the reader's runs)")
+        elif made is None:
+            if _code(nb):
+                problems.append(f"{rel}: its outputs were never kept")
+        elif made["code"] != code_hash(nb):
+            problems.append(f"{rel}: its code changed since its outputs were made")
+        elif _shown(nb) != made["outputs"]:
+            problems.append(f"{rel}: {_shown(nb)} cells show an output, {made['outputs']} did when they were kept")
+        if size > MAX_CHAPTER_BYTES:
+            problems.append(f"{rel}: {size / 1e6:.1f} MB with its outputs (at most {MAX_CHAPTER_BYTES / 1e6:g} MB)")
+    return problems
 
 
 def main(dest, step: str = "all", *args):
@@ -158,11 +280,18 @@ def main(dest, step: str = "all", *args):
         transform(dest)
     if step == "reuse":
         reuse(dest, Path(args[0]), set(args[1:]))
+    if step == "keep":
+        keep(dest)
+    if step == "check":
+        problems = check(dest)
+        if problems:
+            sys.exit("the committed outputs (make book, then make outputs):\n  " + "\n  ".join(problems))
+        print("the committed outputs were made by the committed code")
 
 
 if __name__ == "__main__":
     usage = "\n".join(__doc__.strip().splitlines()[-2:])
-    if len(sys.argv) < 2 or (len(sys.argv) > 2 and sys.argv[2] not in ("copy", "transform", "all", "reuse")):
+    if len(sys.argv) < 2 or (len(sys.argv) > 2 and sys.argv[2] not in ("copy", "transform", "all", "reuse", "keep", "check")):
         sys.exit(usage)
     if (len(sys.argv) > 2 and sys.argv[2] == "reuse") != (len(sys.argv) > 3):
         sys.exit(usage)
