@@ -69,15 +69,17 @@ def test_chapter_reads_offline(browser, page, width):
 KINDS = {"math": "formulas not rendered", "tex": "TeX delimiters left", "image": "image not loaded:",
          "directive": "nbdev directive shown:", "console": "console:", "exception": "exception:",
          "request": "request failed:", "blocked": "blocked, not a file:", "wide": "code blocks wider than",
-         "cut": "display formulas wider than"}
+         "cut": "display formulas wider than", "unexecuted": "code cells shows an output"}
 GOOD = """<!DOCTYPE html><html><head><meta name="viewport" content="width=device-width, initial-scale=1">
 <style>main {{ max-width: 600px; }} pre {{ overflow: auto; }}</style>{head}</head><body><main>
 <p>A formula, typeset: <span class="math notranslate nohighlight"><mjx-container>x^2</mjx-container></span>.</p>
 <img src="ok.png" alt="a picture that is there">
-<div class="highlight"><pre>x = 1</pre></div>
+<div class="cell"><div class="cell_input"><div class="highlight"><pre>x = 1</pre></div></div><div class="cell_output"><pre>1</pre></div></div>
 {body}</main></body></html>"""
 DEFECTS = {   # name: (what goes in <head>, what goes in <main>, the kinds of problem it must raise)
     "unrendered math": ("", '<p><span class="math notranslate nohighlight">y</span></p>', {"math"}),
+    "unexecuted chapter": ('<script>addEventListener("DOMContentLoaded", () => '          # its one cell's output gone
+                           'document.querySelectorAll(".cell_output").forEach(e => e.remove()))</script>', "", {"unexecuted"}),
     "TeX left": ("", r"<p>Left as typed: \(a + b\).</p>", {"tex"}),
     "missing image": ("", '<img src="missing.png">', {"image", "request"}),
     "directive": ("", '<div class="highlight"><pre>#| export\ndef f(): pass</pre></div>', {"directive"}),
@@ -107,6 +109,7 @@ def test_the_good_page_passes(browser, tmp_path):
         report = browser_check.check_page(browser, write_page(tmp_path), width)
         assert browser_check.problems(report) == []
         assert report["formulas"] == report["rendered"] == 1 and report["images"] == 1 and report["code_blocks"] == 1
+        assert report["cells"] == report["cells_shown"] == 1
 
 
 @pytest.mark.parametrize("defect", DEFECTS)

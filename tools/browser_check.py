@@ -152,6 +152,8 @@ PROBE = r"""
     cut_math: [...main.querySelectorAll("mjx-container[display=true]")].filter(
       m => m.scrollWidth > m.clientWidth + 1 && !["auto", "scroll"].includes(getComputedStyle(m).overflowX)).length,
     code_blocks: code.length,
+    cells: main.querySelectorAll("div.cell").length,                 // code cells, and those that show an output
+    cells_shown: main.querySelectorAll("div.cell div.cell_output").length,
     page_width: document.documentElement.scrollWidth,
   };
 })()
@@ -179,6 +181,8 @@ def problems(report: dict) -> list[str]:
     out += [f"nbdev directive shown: {line.strip()}" for line in report["directives"]]
     if report["cut_math"]:
         out.append(f"{report['cut_math']} display formulas wider than their column that cannot scroll")
+    if report["cells"] and not report["cells_shown"]:
+        out.append(f"none of {report['cells']} code cells shows an output: the chapter was not executed")
     if report["wide_code"] and report["width"] >= DESKTOP:
         out.append(f"{report['wide_code']} of {report['code_blocks']} code blocks wider than their column")
     return out + report["errors"]
