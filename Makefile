@@ -13,7 +13,7 @@ HTML   := $(BOOK)/_build/html
 # Tools installed in the venv come first on PATH (the book's kernel, nbdev, pytest).
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help run run-book emoji-data emoji study study-remedies study-steps study-binding study-capacity study-hycoclip study-finetune wheels wheels-here test install pytest nbtest export-check clean-check book book-fast browser clean
+.PHONY: help run run-book outputs emoji-data emoji study study-remedies study-steps study-binding study-capacity study-hycoclip study-finetune wheels wheels-here test install pytest nbtest export-check clean-check book book-fast browser clean
 
 help:
 	@echo "The two commands:"
@@ -21,13 +21,14 @@ help:
 	@echo "  make test            everything CI checks: export-check, clean-check, pytest, nbtest, book, browser"
 	@echo "Parts of make run and make test:"
 	@echo "  make install         .venv with the package (editable) and the dev extras"
-	@echo "  make run-book        the book with the results of make run (runs/), reusing make book's outputs elsewhere"
+	@echo "  make run-book        the book with the results of make run (runs/); the other chapters with their committed outputs"
 	@echo "  make pytest          the tests in tests/ (builds wheels-here first)"
 	@echo "  make nbtest          every chapter run top to bottom (nbdev-test), outputs kept for the book"
 	@echo "  make export-check    meru_nb/ is what nbdev-export makes of nbs/ (changes nothing)"
 	@echo "  make clean-check     every notebook is as nbdev-clean leaves it (changes nothing)"
 	@echo "  make book            the executed book (Jupyter Book), after nbtest; fails on any warning"
-	@echo "  make book-fast       the book for prose edits in seconds, nothing executed: unchanged chapters keep make book's outputs"
+	@echo "  make outputs         after make book: its outputs into the chapters, to commit (nbs/outputs.json: the code that made them)"
+	@echo "  make book-fast       the book for prose edits in seconds, nothing executed: each chapter with its committed outputs"
 	@echo "  make browser         the built book in the machine's Chromium through Playwright, offline, with screenshots"
 	@echo "  make clean           remove _build, .pytest_cache and .hypothesis"
 	@echo "Data, studies and the GPU machine (each writes what its chapter reads):"
@@ -77,7 +78,7 @@ run: install
 	@echo "The book:    $(abspath $(RUN_HTML))/index.html"
 
 ## make run's book: only the results chapter is executed (against the new runs); every other chapter
-## keeps the outputs of the last `make book` (in $(BOOK)) where its code is unchanged.
+## shows its committed outputs (make outputs), or none where its code changed since they were made.
 RUN_BOOK := _build/run-book
 RUN_HTML := $(RUN_BOOK)/_build/html
 RESULTS  := nbs/22_results.ipynb
@@ -85,7 +86,6 @@ run-book: install
 	$(BIN)/python tools/stage_book.py $(RUN_BOOK) copy
 	cd $(RUN_BOOK) && $(abspath $(BIN))/nbdev-test $(RESULTS) --save
 	$(BIN)/python tools/stage_book.py $(RUN_BOOK) transform
-	$(BIN)/python tools/stage_book.py $(RUN_BOOK) reuse $(BOOK) $(RESULTS)
 	$(BIN)/jupyter-book build $(RUN_BOOK) --warningiserror --keep-going --quiet
 	@echo "book built: $(abspath $(RUN_HTML))/index.html"
 
@@ -191,13 +191,19 @@ book: nbtest
 	$(BIN)/jupyter-book build $(BOOK) --warningiserror --keep-going --quiet
 	@echo "book built: $(abspath $(HTML))/index.html"
 
-# The book for prose edits: staged as `make book` stages it, but nothing is executed. Each chapter whose code cells
-# are as in the last `make book` (in $(BOOK)) gets that build's outputs, whatever its prose; a chapter whose code
-# changed is shown unexecuted (stage_book.py reuse names them). Its own folder: $(BOOK) is never touched.
+# The chapters are committed with their outputs, so that a fresh clone's make run shows every chapter executed (and
+# GitHub shows them): after make book, its outputs go into nbs/ and nbs/outputs.json records the code that made them.
+# A chapter whose code changed since fails make test (tests/test_stage_book.py) until make book and make outputs run again.
+outputs: install
+	$(BIN)/python tools/stage_book.py $(BOOK) keep
+	$(BIN)/nbdev-clean
+
+# The book for prose edits: staged as `make book` stages it, but nothing is executed. Each chapter shows its committed
+# outputs, whatever its prose; a chapter whose code changed since they were made is shown unexecuted (stage_book.py
+# copy names them). Its own folder: $(BOOK) is never touched.
 FAST_BOOK := _build/book-fast
 book-fast: install
 	$(BIN)/python tools/stage_book.py $(FAST_BOOK) all
-	$(BIN)/python tools/stage_book.py $(FAST_BOOK) reuse $(BOOK)
 	$(BIN)/jupyter-book build $(FAST_BOOK) --warningiserror --keep-going --quiet
 	@echo "book built, nothing executed: $(abspath $(FAST_BOOK))/_build/html/index.html"
 

@@ -68,32 +68,6 @@ def _write(path: Path, cells):
     path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
 
 
-def test_reuse_fills_only_chapters_whose_code_is_unchanged(tmp_path):
-    "make run's book: outputs come from the executed copy when the code matches; changed, skipped or missing chapters stay as they are."
-    done = dict(code("x = 1"), outputs=[{"output_type": "stream", "name": "stdout", "text": "1\n"}], execution_count=1)
-    md = {"cell_type": "markdown", "metadata": {}, "source": "text"}
-    for name, src in (("same", "x = 1"), ("changed", "x = 2"), ("skipped", "x = 1"), ("new", "x = 1")):
-        _write(tmp_path / "dest" / "nbs" / f"{name}.ipynb", [md, code(src)])
-    for name in ("same", "changed", "skipped"):
-        _write(tmp_path / "old" / "nbs" / f"{name}.ipynb", [md, done])
-    filled, left = stage_book.reuse(tmp_path / "dest", tmp_path / "old", skip={"nbs/skipped.ipynb"})
-    assert filled == ["nbs/same.ipynb"] and left == ["nbs/changed.ipynb", "nbs/new.ipynb"]
-    read = lambda name: json.loads((tmp_path / "dest" / "nbs" / f"{name}.ipynb").read_text())["cells"][1]
-    assert read("same")["outputs"] == done["outputs"] and read("same")["execution_count"] == 1
-    assert read("changed")["outputs"] == [] and read("skipped")["outputs"] == [] and read("new")["outputs"] == []
-
-
-def test_reuse_keeps_outputs_through_prose_edits(tmp_path):
-    "A chapter whose prose changed (a cell edited, one added) but whose code did not keeps its outputs, cell by cell."
-    done = dict(code("x = 1"), outputs=[{"output_type": "stream", "name": "stdout", "text": "1\n"}], execution_count=1)
-    _write(tmp_path / "old" / "nbs" / "c.ipynb", [{"cell_type": "markdown", "metadata": {}, "source": "old text"}, done])
-    _write(tmp_path / "dest" / "nbs" / "c.ipynb", [{"cell_type": "markdown", "metadata": {}, "source": "new text"},
-                                                   {"cell_type": "markdown", "metadata": {}, "source": "more"}, code("x = 1")])
-    filled, left = stage_book.reuse(tmp_path / "dest", tmp_path / "old")
-    cells = json.loads((tmp_path / "dest" / "nbs" / "c.ipynb").read_text())["cells"]
-    assert filled == ["nbs/c.ipynb"] and not left and cells[2]["outputs"] == done["outputs"] and cells[0]["source"] == "new text"
-
-
 def test_the_book_cites_papers_not_the_developers_notes():
     "The book's readers do not have the developers' REFERENCE.md: chapters cite the paper or state the fact."
     import json, re

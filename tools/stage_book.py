@@ -25,12 +25,9 @@ nbs/outputs.json the hash of the code that made them; `check` (and the tests) re
 code changed since, and `copy` stages such a chapter without its outputs, never with stale ones.
 
 `make run` only re-executes the results chapter, the one page that depends on its runs: every other
-chapter comes with its committed outputs. Its `reuse` step then gives a staged chapter the outputs of
-an executed copy (the last `make book`'s, where there is one) when that copy's code is the same, and
-reports the chapters it could not fill, which the book shows unexecuted.
+chapter comes with its committed outputs, and so does `make book-fast`'s book, which executes nothing.
 
 Usage: python tools/stage_book.py DEST [copy|transform|all]
-       python tools/stage_book.py DEST reuse EXECUTED_BOOK [CHAPTER_TO_SKIP ...]
        python tools/stage_book.py EXECUTED_BOOK keep      (after make book: its outputs into nbs/)
        python tools/stage_book.py . check                 (nbs/'s outputs were made by its code)
 """
@@ -143,31 +140,8 @@ def transform(dest: Path):
 
 
 def _code(nb: dict) -> list:
-    "The source of each code cell, in order: what must match for outputs to be reused (prose may change)."
+    "The source of each code cell, in order: what made a chapter's outputs (its prose may change)."
     return ["".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in nb["cells"] if c["cell_type"] == "code"]
-
-
-def reuse(dest: Path, executed: Path, skip=()) -> tuple:
-    "Copy outputs into the staged chapters of `dest` from their executed copies in `executed` when the code matches; return (filled, left without outputs)."
-    filled, left, committed = [], [], []
-    for nb_path in sorted((dest / "nbs").rglob("*.ipynb")):
-        rel = nb_path.relative_to(dest).as_posix()
-        if rel in skip:
-            continue
-        old_path = executed / rel
-        nb = json.loads(nb_path.read_text(encoding="utf-8"))
-        old = json.loads(old_path.read_text(encoding="utf-8")) if old_path.is_file() else None
-        if old is None or _code(old) != _code(nb) or not any(c.get("outputs") for c in old["cells"]):
-            (committed if _has_outputs(nb) else left).append(rel)    # with its committed outputs, or none
-            continue
-        code = lambda book: [c for c in book["cells"] if c["cell_type"] == "code"]
-        for cell, done in zip(code(nb), code(old)):
-            cell["outputs"], cell["execution_count"] = done.get("outputs", []), done.get("execution_count")
-        nb_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        filled.append(rel)
-    print(f"reused the outputs of {len(filled)} chapters from {executed}, {len(committed)} keep their committed ones"
-          + (f"; shown unexecuted (run `make book` to execute them): {', '.join(left)}" if left else ""))
-    return filled, left
 
 
 def _load(path: Path) -> dict:
@@ -278,8 +252,6 @@ def main(dest, step: str = "all", *args):
         copy_sources(dest)
     if step in ("transform", "all"):
         transform(dest)
-    if step == "reuse":
-        reuse(dest, Path(args[0]), set(args[1:]))
     if step == "keep":
         keep(dest)
     if step == "check":
@@ -290,9 +262,9 @@ def main(dest, step: str = "all", *args):
 
 
 if __name__ == "__main__":
-    usage = "\n".join(__doc__.strip().splitlines()[-2:])
-    if len(sys.argv) < 2 or (len(sys.argv) > 2 and sys.argv[2] not in ("copy", "transform", "all", "reuse", "keep", "check")):
+    usage = "\n".join(__doc__.strip().splitlines()[-3:])
+    if len(sys.argv) < 2 or (len(sys.argv) > 2 and sys.argv[2] not in ("copy", "transform", "all", "keep", "check")):
         sys.exit(usage)
-    if (len(sys.argv) > 2 and sys.argv[2] == "reuse") != (len(sys.argv) > 3):
+    if len(sys.argv) > 3:
         sys.exit(usage)
     main(*sys.argv[1:])
