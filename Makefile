@@ -192,8 +192,9 @@ book: nbtest
 	@echo "book built: $(abspath $(HTML))/index.html"
 
 # The chapters are committed with their outputs, so that a fresh clone's make run shows every chapter executed (and
-# GitHub shows them): after make book, its outputs go into nbs/ and nbs/outputs.json records the code that made them.
-# A chapter whose code changed since fails make test (tests/test_stage_book.py) until make book and make outputs run again.
+# GitHub shows them): after make book, its outputs go into nbs/ and nbs/outputs.json records what made them (the code
+# cells and the nbs/results/ files they name). A chapter where either changed since fails make test
+# (tests/test_stage_book.py) until make book and make outputs run again.
 outputs: install
 	$(BIN)/python tools/stage_book.py $(BOOK) keep
 	$(BIN)/nbdev-clean

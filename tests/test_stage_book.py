@@ -135,8 +135,10 @@ def _small_book(root: Path):
     root.mkdir(parents=True)
     (root / "_toc.yml").write_text("format: jb-book\nroot: nbs/00_a\nchapters:\n  - file: nbs/01_b\n  - file: nbs/22_results\n")
     md = {"cell_type": "markdown", "metadata": {}, "source": "prose"}
-    _write(root / "nbs" / "00_a.ipynb", [code("#| default_exp a\n"), md, code("#| hide\nprint('setup')"), code("print(1)")])
+    _write(root / "nbs" / "00_a.ipynb", [code("#| default_exp a\n"), md, code("#| hide\nprint('setup')"), code("print(1)  # results/study.json")])
     _write(root / "nbs" / "01_b.ipynb", [md, code("print(2)")])
+    (root / "nbs" / "results").mkdir()
+    (root / "nbs" / "results" / "study.json").write_text('{"runs": 3}\n')     # what 00_a's last cell reads
     _write(root / "nbs" / "22_results.ipynb", [code("print('runs')")])
 
 
@@ -148,7 +150,7 @@ def _execute(root: Path, executed: Path):
         nb = json.loads((executed / rel).read_text())
         for cell in nb["cells"]:
             if cell["cell_type"] == "code":
-                cell["outputs"], cell["execution_count"] = _stream(re.sub(r"print\('?(\w+)'?\)", r"\1", cell["source"]) + "\n"), 1
+                cell["outputs"], cell["execution_count"] = _stream(re.sub(r"print\('?(\w+)'?\).*", r"\1", cell["source"]) + "\n"), 1
         (executed / rel).write_text(json.dumps(nb))
 
 
@@ -167,7 +169,7 @@ def test_keep_puts_each_output_under_the_cell_that_made_it(tmp_path):
 
 
 def test_check_fails_on_changed_code_lost_outputs_an_executed_results_chapter_and_weight(tmp_path, monkeypatch):
-    "Each way committed outputs can mislead is named: code changed since they were made, outputs lost, never kept, the reader's results, megabytes."
+    "Each way committed outputs can mislead is named: code or a result file changed since they were made, outputs lost, never kept, the reader's results, megabytes."
     repo = tmp_path / "repo"
     _small_book(repo)
     _execute(repo, tmp_path / "book")
@@ -180,13 +182,16 @@ def test_check_fails_on_changed_code_lost_outputs_an_executed_results_chapter_an
     nb["cells"][1]["source"] = "print(3)"                             # code may not
     path.write_text(json.dumps(nb))
     assert stage_book.stale(repo) == ["nbs/01_b.ipynb"]
-    assert stage_book.check(repo) == ["nbs/01_b.ipynb: its code changed since its outputs were made"]
+    assert stage_book.check(repo) == ["nbs/01_b.ipynb: its code, or a result file it reads, changed since its outputs were made"]
     nb["cells"][1]["outputs"] = []
     path.write_text(json.dumps(nb))
-    assert stage_book.check(repo) == ["nbs/01_b.ipynb: its code changed since its outputs were made"]
+    assert stage_book.check(repo) == ["nbs/01_b.ipynb: its code, or a result file it reads, changed since its outputs were made"]
     nb["cells"][1]["source"] = "print(2)"                             # the code back, its output gone
     path.write_text(json.dumps(nb))
     assert stage_book.check(repo) == ["nbs/01_b.ipynb: 0 cells show an output, 1 did when they were kept"]
+    (repo / "nbs" / "results" / "study.json").write_text('{"runs": 4}\n')   # a study re-run: 00_a's outputs are stale
+    assert stage_book.stale(repo) == ["nbs/00_a.ipynb"]
+    (repo / "nbs" / "results" / "study.json").write_text('{"runs": 3}\n')
     (repo / stage_book.OUTPUTS).unlink()
     assert stage_book.check(repo) == [f"nbs/{name}.ipynb: its outputs were never kept" for name in ("00_a", "01_b")]
     results = repo / "nbs" / "22_results.ipynb"
@@ -202,9 +207,9 @@ def test_keep_refuses_a_book_executed_from_other_code(tmp_path):
     _small_book(repo)
     _execute(repo, tmp_path / "book")
     _write(repo / "nbs" / "01_b.ipynb", [code("print(4)")])
-    before = {p: p.read_bytes() for p in (repo / "nbs").glob("*")}
+    before = {p: p.read_bytes() for p in (repo / "nbs").rglob("*") if p.is_file()}
     with pytest.raises(SystemExit, match="01_b.ipynb"):
         stage_book.keep(tmp_path / "book", repo)
     assert not (repo / stage_book.OUTPUTS).exists()
-    assert {p: p.read_bytes() for p in (repo / "nbs").glob("*")} == before
+    assert {p: p.read_bytes() for p in (repo / "nbs").rglob("*") if p.is_file()} == before
 

@@ -21,8 +21,9 @@ with execution off.
 
 The chapters are committed with their outputs (nbdev's convention: GitHub and nbviewer show them
 too). `keep` writes a `make book`'s outputs into nbs/, chapter by chapter, and records in
-nbs/outputs.json the hash of the code that made them; `check` (and the tests) refuse a chapter whose
-code changed since, and `copy` stages such a chapter without its outputs, never with stale ones.
+nbs/outputs.json the hash of what made them (the code cells, and the files of nbs/results/ they
+name); `check` (and the tests) refuse a chapter where either changed since, and `copy` stages such a
+chapter without its outputs, never with stale ones.
 
 `make run` only re-executes the results chapter, the one page that depends on its runs: every other
 chapter comes with its committed outputs, and so does `make book-fast`'s book, which executes nothing.
@@ -169,9 +170,18 @@ def _shown(nb: dict) -> int:
     return sum(bool(c.get("outputs")) for c in nb["cells"] if c["cell_type"] == "code")
 
 
-def code_hash(nb: dict) -> str:
-    "sha256 of a notebook's code cells (their sources, in order): the code its outputs were made by."
-    return hashlib.sha256(json.dumps(_code(nb), ensure_ascii=False).encode("utf-8")).hexdigest()
+def _inputs(nb: dict, root: Path) -> dict:
+    "The files of nbs/results/ that a chapter's code names (a study's JSON): what else its outputs were made from."
+    text = "\n".join(_code(nb))
+    folder = root / "nbs" / "results"
+    files = sorted(f for f in folder.iterdir() if f.is_file() and f.name in text) if folder.is_dir() else []
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+def made_hash(nb: dict, root: Path = ROOT) -> str:
+    "sha256 of a chapter's code cells (their sources, in order) and of the result files they name: what its outputs were made by."
+    made = [_code(nb), _inputs(nb, root)]
+    return hashlib.sha256(json.dumps(made, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def chapters(root: Path = ROOT) -> list:
@@ -180,15 +190,15 @@ def chapters(root: Path = ROOT) -> list:
 
 
 def _record(root: Path) -> dict:
-    "What made the committed outputs, per chapter: {path: {'code': hash, 'outputs': cells showing one}} (empty if never kept)."
+    "What made the committed outputs, per chapter: {path: {'hash': made_hash, 'outputs': cells showing one}} (empty if never kept)."
     return _load(root / OUTPUTS)["chapters"] if (root / OUTPUTS).is_file() else {}
 
 
 def stale(root: Path = ROOT) -> list:
-    "Chapters under `root` holding outputs that the record does not vouch for (their code changed since, or never kept)."
+    "Chapters under `root` holding outputs that the record does not vouch for (their code or results changed since, or never kept)."
     record = _record(root)
     return [rel for rel in chapters(root)
-            if _has_outputs(nb := _load(root / rel)) and record.get(rel, {}).get("code") != code_hash(nb)]
+            if _has_outputs(nb := _load(root / rel)) and record.get(rel, {}).get("hash") != made_hash(nb, root)]
 
 
 def keep(executed: Path, root: Path = ROOT, skip=(RESULTS,)) -> list:
@@ -216,7 +226,7 @@ def keep(executed: Path, root: Path = ROOT, skip=(RESULTS,)) -> list:
                          "(run make book, then make outputs)")
     for rel, nb in ready.items():
         _save(nb, root / rel)
-    record = {rel: {"code": code_hash(nb), "outputs": _shown(nb)} for rel, nb in ready.items() if rel not in skip}
+    record = {rel: {"hash": made_hash(nb, root), "outputs": _shown(nb)} for rel, nb in ready.items() if rel not in skip}
     made = {"command": "make book, then make outputs", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.processor() or platform.machine()}, {platform.system()}", "chapters": record}
     (root / OUTPUTS).write_text(json.dumps(made, indent=1) + "\n", encoding="utf-8")
@@ -236,8 +246,8 @@ def check(root: Path = ROOT, skip=(RESULTS,)) -> list:
         elif made is None:
             if _code(nb):
                 problems.append(f"{rel}: its outputs were never kept")
-        elif made["code"] != code_hash(nb):
-            problems.append(f"{rel}: its code changed since its outputs were made")
+        elif made["hash"] != made_hash(nb, root):
+            problems.append(f"{rel}: its code, or a result file it reads, changed since its outputs were made")
         elif _shown(nb) != made["outputs"]:
             problems.append(f"{rel}: {_shown(nb)} cells show an output, {made['outputs']} did when they were kept")
         if size > MAX_CHAPTER_BYTES:
