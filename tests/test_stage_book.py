@@ -4,6 +4,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,3 +214,34 @@ def test_keep_refuses_a_book_executed_from_other_code(tmp_path):
     assert not (repo / stage_book.OUTPUTS).exists()
     assert {p: p.read_bytes() for p in (repo / "nbs").rglob("*") if p.is_file()} == before
 
+
+
+def test_fit_png_scales_wide_figures_to_the_books_width_and_leaves_the_rest():
+    "A figure drawn at twice the dpi is kept at the book's width, aspect kept, opaque ones without alpha, when that is lighter; a narrow one is untouched."
+    import base64, io
+    from PIL import Image
+    def png(width, height, mode="RGBA"):
+        rng = np.random.default_rng(0)                 # noise, as in a rendered scene: smaller when scaled down
+        pixels = rng.integers(0, 256, (height, width, 4 if mode == "RGBA" else 3), dtype=np.uint8)
+        if mode == "RGBA":
+            pixels[..., 3] = 255
+        out = io.BytesIO()
+        Image.fromarray(pixels, mode).save(out, "PNG")
+        return base64.b64encode(out.getvalue()).decode()
+    open_ = lambda data: Image.open(io.BytesIO(base64.b64decode(data)))
+    wide = open_(stage_book.fit_png(png(3200, 800)))
+    assert wide.size == (stage_book.FIGURE_PX, 400) and wide.mode == "RGB"
+    blocks = io.BytesIO()                               # a few flat blocks, drawn wide: smoothing them only adds bytes
+    small = np.random.default_rng(1).integers(0, 256, (16, 64, 3), dtype=np.uint8)   # a 64 px scene, each pixel a block
+    Image.fromarray(small, "RGB").resize((3200, 800), Image.NEAREST).save(blocks, "PNG")
+    flat = base64.b64encode(blocks.getvalue()).decode()
+    assert stage_book.fit_png(flat) == flat
+    narrow = png(stage_book.FIGURE_PX, 50)
+    assert stage_book.fit_png(narrow) == narrow
+    out = stage_book._fitted([{"output_type": "display_data", "data": {"image/png": png(2000, 100), "text/plain": "<Figure>"}}])
+    assert open_(out[0]["data"]["image/png"]).width == stage_book.FIGURE_PX and out[0]["data"]["text/plain"] == "<Figure>"
+
+
+def test_the_committed_chapters_carry_outputs_made_by_their_code():
+    "Every chapter but the results one is committed with the outputs of its present code and results (make book, then make outputs), none heavier than MAX_CHAPTER_BYTES."
+    assert stage_book.check(ROOT) == []

@@ -45,7 +45,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUTS = "nbs/outputs.json"      # what made the committed outputs: each chapter's code hash, the command, date, machine
 RESULTS = "nbs/22_results.ipynb"  # executed against the reader's own runs by make run; committed without outputs
-MAX_CHAPTER_BYTES = 1_000_000     # a chapter with its outputs: figures are PNGs at the book's width, nothing heavier
+MAX_CHAPTER_BYTES = 2_000_000     # a chapter with its outputs: figures are PNGs at the book's width, nothing heavier
+FIGURE_PX = 1600                  # the widest PNG kept: the book's column (about 800 px) on a screen of double density
 DIRECTIVE = re.compile(r"^\s*#\s*\|\s*(?P<body>.*)$")
 TAGS = {
     "hide": "remove-cell",
@@ -201,6 +202,31 @@ def stale(root: Path = ROOT) -> list:
             if _has_outputs(nb := _load(root / rel)) and record.get(rel, {}).get("hash") != made_hash(nb, root)]
 
 
+def fit_png(data: str, width: int = FIGURE_PX) -> str:
+    "A base64 PNG scaled down to `width` pixels (aspect kept, opaque ones without alpha) when that makes it lighter; nbdev-test draws at twice the dpi."
+    import base64
+    import io
+    from PIL import Image
+    image = Image.open(io.BytesIO(base64.b64decode(data)))
+    if image.width <= width:
+        return data
+    if image.mode == "RGBA" and image.getchannel("A").getextrema() == (255, 255):
+        image = image.convert("RGB")
+    image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, "PNG", optimize=True)
+    smaller = base64.b64encode(out.getvalue()).decode("ascii")
+    return smaller if len(smaller) < len(data) else data     # blocks of pixels (a scene at 64 px) grow when smoothed
+
+
+def _fitted(outputs: list) -> list:
+    "The outputs of a cell with every PNG fitted to the book's width."
+    for out in outputs:
+        if "image/png" in out.get("data", {}):
+            out["data"]["image/png"] = fit_png(out["data"]["image/png"])
+    return outputs
+
+
 def keep(executed: Path, root: Path = ROOT, skip=(RESULTS,)) -> list:
     "Write the outputs of the executed book `executed` (a `make book`) into the chapters of `root`, and record what made them."
     ready, refused = {}, []
@@ -217,7 +243,7 @@ def keep(executed: Path, root: Path = ROOT, skip=(RESULTS,)) -> list:
             refused.append(rel)
             continue
         ran = iter(c for c in done["cells"] if c["cell_type"] == "code")
-        outputs = {id(cell): next(ran).get("outputs", []) for cell, s in zip(nb["cells"], staged)
+        outputs = {id(cell): _fitted(next(ran).get("outputs", [])) for cell, s in zip(nb["cells"], staged)
                    if s is not None and cell["cell_type"] == "code"}
         _set_outputs(nb, lambda cell: outputs.get(id(cell), []))
         ready[rel] = nb
@@ -227,7 +253,7 @@ def keep(executed: Path, root: Path = ROOT, skip=(RESULTS,)) -> list:
     for rel, nb in ready.items():
         _save(nb, root / rel)
     record = {rel: {"hash": made_hash(nb, root), "outputs": _shown(nb)} for rel, nb in ready.items() if rel not in skip}
-    made = {"command": "make book, then make outputs", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    made = {"command": "make book, then make outputs", "figures": f"PNGs wider than {FIGURE_PX} px scaled to {FIGURE_PX}", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.processor() or platform.machine()}, {platform.system()}", "chapters": record}
     (root / OUTPUTS).write_text(json.dumps(made, indent=1) + "\n", encoding="utf-8")
     print(f"kept the outputs of {len(record)} chapters from {executed} in {root / 'nbs'}; recorded in {OUTPUTS}")
