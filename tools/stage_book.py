@@ -43,7 +43,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OUTPUTS = "nbs/outputs.json"      # what made the committed outputs: each chapter's code hash, the command, date, machine
+OUTPUTS = "nbs/outputs.json"      # what made the committed outputs: each chapter's hash of code and results, date, machine
 RESULTS = "nbs/22_results.ipynb"  # executed against the reader's own runs by make run; committed without outputs
 MAX_CHAPTER_BYTES = 2_000_000     # a chapter with its outputs: figures are PNGs at the book's width, nothing heavier
 FIGURE_PX = 1600                  # the widest PNG kept: the book's column (about 800 px) on a screen of double density
@@ -125,12 +125,12 @@ def copy_sources(dest: Path):
         if nb.relative_to(dest).with_suffix("").as_posix() not in in_book:
             nb.unlink()               # run notebooks (papermill) and drafts are not chapters of the book
     old = stale(ROOT)
-    for rel in old:                   # outputs that another version of the code made are not shown
-        nb = json.loads((dest / rel).read_text(encoding="utf-8"))
+    for rel in old:                   # outputs that other code or results made are not shown
+        nb = _load(dest / rel)
         _set_outputs(nb, lambda cell: [])
-        (dest / rel).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        _save(nb, dest / rel)
     if old:
-        print(f"staged without their committed outputs (their code changed since `make outputs`): {', '.join(old)}")
+        print(f"staged without their committed outputs (code or results changed since `make outputs`): {', '.join(old)}")
 
 
 def transform(dest: Path):
@@ -253,7 +253,8 @@ def keep(executed: Path, root: Path = ROOT, skip=(RESULTS,)) -> list:
     for rel, nb in ready.items():
         _save(nb, root / rel)
     record = {rel: {"hash": made_hash(nb, root), "outputs": _shown(nb)} for rel, nb in ready.items() if rel not in skip}
-    made = {"command": "make book, then make outputs", "figures": f"PNGs wider than {FIGURE_PX} px scaled to {FIGURE_PX}", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    made = {"command": "make book, then make outputs", "figures": f"PNGs wider than {FIGURE_PX} px scaled to {FIGURE_PX}",
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.processor() or platform.machine()}, {platform.system()}", "chapters": record}
     (root / OUTPUTS).write_text(json.dumps(made, indent=1) + "\n", encoding="utf-8")
     print(f"kept the outputs of {len(record)} chapters from {executed} in {root / 'nbs'}; recorded in {OUTPUTS}")
@@ -281,8 +282,8 @@ def check(root: Path = ROOT, skip=(RESULTS,)) -> list:
     return problems
 
 
-def main(dest, step: str = "all", *args):
-    "`copy` the sources, `transform` them (after they were executed in place), or do `all` at once."
+def main(dest, step: str = "all"):
+    "`copy` the sources, `transform` them (after they were executed in place), or do `all` at once; `keep` the outputs of an executed book (DEST) in nbs/, or `check` those committed (DEST: the repository)."
     dest = Path(dest)
     if step in ("copy", "all"):
         copy_sources(dest)
