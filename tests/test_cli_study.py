@@ -42,3 +42,19 @@ def test_every_make_study_target_calls_a_named_study():
     for target, names in called.items():
         assert len(names) == 1 and names[0] in STUDIES, (target, names)
     assert sorted(n for names in called.values() for n in names) == sorted(STUDIES)
+
+
+def test_the_lambda_study_takes_seeds_and_the_binding_start(capsys, monkeypatch):
+    "--seeds picks the grid's seeds (a negative one is refused by name); --binding-start adds make run's BINDING_START to every run."
+    with pytest.raises(SystemExit) as e:
+        main(["study", "lambda", "--seeds", "0", "-1"])
+    assert e.value.code == 2 and "--seeds must be whole numbers >= 0, got [0, -1]" in capsys.readouterr().err
+    from meru_nb import study
+    calls = []
+    monkeypatch.setattr(study, "run_study", lambda *a, **k: calls.append((a, k)) or {"runs": [], "wall_seconds": 0.0})
+    assert main(["study", "lambda", "--binding-start", "--seeds", "0", "2", "--out", "x.json"]) == 0
+    (out, work), kwargs = calls[0]
+    assert (out, work) == ("x.json", "runs/study_start") and kwargs["seeds"] == (0, 2)
+    assert kwargs["start"] == study.BINDING_START and kwargs["command"] == "meru-nb study lambda --binding-start --seeds 0 2"
+    assert main(["study", "lambda", "--seeds", "1"]) == 0
+    assert "start" not in calls[1][1] and calls[1][1]["seeds"] == (1,) and calls[1][0][:2] == ("nbs/results/lambda_study.json", "runs/study")
