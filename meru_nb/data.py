@@ -7,6 +7,7 @@ __all__ = ['Sample', 'HierarchicalScenes', 'pair_index', 'position_index', 'pair
            'TextPool', 'text_pool', 'samples_per_second', 'throughput']
 
 # %% ../nbs/06b_data.ipynb #73dd0da5
+import copy
 import io
 import itertools
 import json
@@ -81,7 +82,10 @@ class HierarchicalScenes(Dataset):
 
     def negative(self, i: int) -> str:
         "Item `i`'s caption with attributes swapped between its scene's objects (chapter 06's `swap_between`), or '', phrased as the caption is."
-        scene, caption, rng = self._drawn(i)
+        return self._negative(i, *self._drawn(i))
+
+    def _negative(self, i: int, scene, caption, rng) -> str:
+        "`negative` of item `i` from its draws (`rng` where the phrasing is drawn next)."
         swapped = swap_between(caption, scene, np.random.default_rng([self.seed, self._index(i), 1]))   # its own stream
         return "" if swapped is None else caption_text(swapped, rng)    # the caption's draws: the same frame, order and words
 
@@ -91,11 +95,12 @@ class HierarchicalScenes(Dataset):
         return Sample(render(scene, self.size), text, scene, caption, level(caption))
 
     def __getitem__(self, i):
-        scene, caption, text = self.annotation(i)
-        img = render(scene, self.size)
+        scene, caption, rng = self._drawn(i)                 # drawn once for the caption and its negative
+        phrasing = np.random.Generator(copy.copy(rng.bit_generator)) if self.negatives else None   # its state, copied
+        text, img = caption_text(caption, rng), render(scene, self.size)
         item = (img if not self.as_tensor
                 else torch.from_numpy(np.asarray(img).transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 255)), text)
-        return item + (self.negative(i),) if self.negatives else item
+        return item + (self._negative(i, scene, caption, phrasing),) if self.negatives else item
 
     def __repr__(self):
         return (f"HierarchicalScenes(n={self.n}, size={self.size}, seed={self.seed}, max_objects={self.max_objects}"

@@ -31,6 +31,11 @@ def _bpe() -> SimpleTokenizer:
     "open_clip's CLIP BPE tokenizer, built once (it reads the vocabulary file it ships)."
     return SimpleTokenizer()
 
+@lru_cache(maxsize=2**16)
+def _token_ids(text: str, context_length: int) -> tuple:
+    "One text's ids, remembered: training draws the same captions again and again, and cleaning and BPE cost more than the lookup."
+    return tuple(_bpe()([text], context_length=context_length)[0].tolist())
+
 # %% ../nbs/04_encoders.ipynb #4d34a7ff
 def tokenize(texts: str | list[str], context_length: int = 77) -> Tensor:
     "Token ids `(B, context_length)` for `texts`: `[SOT] bpe [EOT] 0…`, truncated keeping EOT last."
@@ -42,7 +47,7 @@ def tokenize(texts: str | list[str], context_length: int = 77) -> Tensor:
         raise ValueError(f"`context_length` must be at least 2 (SOT and EOT), got {context_length}")
     if not texts:
         return torch.zeros(0, context_length, dtype=torch.long)
-    return _bpe()(list(texts), context_length=context_length)
+    return torch.tensor([_token_ids(t, context_length) for t in texts], dtype=torch.long)
 
 # %% ../nbs/04_encoders.ipynb #e515dbd3
 @dataclass(frozen=True)

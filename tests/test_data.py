@@ -256,3 +256,16 @@ def test_bad_input_fails_clearly(call, match):
 
 def test_index_out_of_range():
     with pytest.raises(IndexError, match="out of range for 5 samples"): HierarchicalScenes(5)[5]
+
+
+def test_an_item_draws_once_what_annotation_and_negative_draw_apart():
+    "__getitem__ draws the scene once for the caption and its negative: the same text, negative and picture as the parts."
+    data = HierarchicalScenes(300, 32, seed=4, negatives=True, binding_share=0.6)
+    swapped = 0
+    for i in range(0, 300, 3):
+        image, text, negative = data[i]
+        scene, _, annotated = data.annotation(i)
+        assert (text, negative) == (annotated, data.negative(i))
+        assert np.array_equal((image * 255).round().byte().permute(1, 2, 0).numpy(), np.asarray(render(scene, 32)))
+        swapped += negative != ""
+    assert 30 < swapped < 100       # some items have a negative, not all: both branches run

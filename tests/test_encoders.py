@@ -139,6 +139,17 @@ def test_tokenizer_cleans_like_clip():
     assert tokenize("A  DOG &amp; a cat").tolist() == tokenize("a dog & a cat").tolist()
 
 
+def test_tokenizer_remembers_texts_without_changing_their_ids():
+    "Repeated captions come from a cache; the ids are open_clip's own for each length, and a caller's tensor is its own."
+    from open_clip.tokenizer import SimpleTokenizer
+    texts = ["a red cross and a purple star", "", "Ünïcode ✓ &amp; text", " ".join(["star"] * 90), "a red cross and a purple star"]
+    for length in (5, 32, 77):
+        first, again = tokenize(texts, length), tokenize(texts, length)
+        assert first.tolist() == again.tolist() == SimpleTokenizer()(texts, context_length=length).tolist()
+        first[0, 0] = -1
+        assert tokenize(texts[0], length)[0, 0] == SOT_ID
+
+
 def test_tokenizer_bad_input():
     with pytest.raises(TypeError, match="list of strings"):
         tokenize([1, 2])
