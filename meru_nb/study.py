@@ -138,10 +138,11 @@ def run_pool(jobs: list, argv_of, workers: int, desc: str, entry: str = _ENTRY):
 def run_study(out: str = "nbs/results/lambda_study.json", work_dir: str = "runs/study", lambdas=LAMBDAS, seeds=SEEDS,
               steps: int = 1500, workers: int = 2, contrast: bool = True, start: dict | None = None,
               command: str = "make study") -> dict:
-    "Run the grid `workers` at a time; write `out`. `start`: fields every run adds (make run's `BINDING_START`); `contrast`: one more run at λ = 0.2 and the first seed, with the bag-of-tokens text tower, or with a `start`, without the λ warm-up."
+    "Run the grid `workers` at a time; write `out`. `start`: fields every run adds (make run's `BINDING_START`); `contrast`: more runs at λ = 0.2, with the bag-of-tokens text tower at the first seed, or with a `start`, without the λ warm-up at every seed."
     start = dict(start or {})
     extra = ({"entail_warmup": 0} if start else {"size": "cpu_bag"}) if contrast else None
-    jobs = [(lam, seed, {}) for lam in lambdas for seed in seeds] + ([(0.2, seeds[0], extra)] if extra else [])
+    jobs = ([(lam, seed, {}) for lam in lambdas for seed in seeds]
+            + ([(0.2, seed, extra) for seed in (seeds if start else seeds[:1])] if extra else []))
     def folder(lam, seed, fields):                       # the contrast's fields spelled out after the seed
         rest = "".join(f"_{k}{v:g}" for k, v in fields.items() if k != "size")
         return Path(work_dir) / f"{fields.get('size', 'cpu')}_lambda{lam:g}_seed{seed}{rest}"
@@ -178,10 +179,12 @@ def main(argv=None) -> int:
     p.add_argument("--binding-start", action="store_true", help="the λ study with make run's BINDING_START in every run "
                    "(default --out nbs/results/lambda_start_study.json, --work-dir runs/study_start)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="the λ study's seeds (default 0 1 2)")
+    p.add_argument("--lambdas", type=float, nargs="+", default=list(LAMBDAS), help="the λ study's weights (default 0 0.05 0.1 0.2 0.4)")
     a = p.parse_args(argv)
     if a.workers < 1: p.error(f"--workers must be at least 1, got {a.workers}")
     if a.steps < 1: p.error(f"--steps must be at least 1, got {a.steps}")
     if any(s < 0 for s in a.seeds): p.error(f"--seeds must be whole numbers >= 0, got {a.seeds}")
+    if any(not 0 <= lam < float("inf") for lam in a.lambdas): p.error(f"--lambdas must be finite and >= 0, got {a.lambdas}")
     if a.compare_steps:
         out = a.out or "nbs/results/steps_study.json"
         result = run_steps_study(out, a.work_dir or "runs/steps", workers=a.workers)
@@ -194,12 +197,14 @@ def main(argv=None) -> int:
         result = run_remedy_study(out, a.work_dir or "runs/remedies", workers=a.workers)
     elif a.binding_start:
         out = a.out or "nbs/results/lambda_start_study.json"
-        command = " ".join(["meru-nb study lambda --binding-start --seeds", *map(str, a.seeds)])
-        result = run_study(out, a.work_dir or "runs/study_start", seeds=tuple(a.seeds), steps=a.steps, workers=a.workers,
-                           start=BINDING_START, command=command)
+        command = " ".join(["meru-nb study lambda --binding-start", *(["--lambdas", *map("{:g}".format, a.lambdas)]
+                            if a.lambdas != list(LAMBDAS) else []), "--seeds", *map(str, a.seeds), *(["--out", a.out] if a.out else [])])
+        result = run_study(out, a.work_dir or "runs/study_start", lambdas=tuple(a.lambdas), seeds=tuple(a.seeds),
+                           steps=a.steps, workers=a.workers, start=BINDING_START, command=command)
     else:
         out = a.out or "nbs/results/lambda_study.json"
-        result = run_study(out, a.work_dir or "runs/study", seeds=tuple(a.seeds), steps=a.steps, workers=a.workers)
+        result = run_study(out, a.work_dir or "runs/study", lambdas=tuple(a.lambdas), seeds=tuple(a.seeds), steps=a.steps,
+                           workers=a.workers)
     print(f"wrote {out}: {len(result['runs'])} runs in {result['wall_seconds'] / 60:.1f} min")
     return 0
 

@@ -55,6 +55,33 @@ def test_the_lambda_study_takes_seeds_and_the_binding_start(capsys, monkeypatch)
     assert main(["study", "lambda", "--binding-start", "--seeds", "0", "2", "--out", "x.json"]) == 0
     (out, work), kwargs = calls[0]
     assert (out, work) == ("x.json", "runs/study_start") and kwargs["seeds"] == (0, 2)
-    assert kwargs["start"] == study.BINDING_START and kwargs["command"] == "meru-nb study lambda --binding-start --seeds 0 2"
+    assert kwargs["start"] == study.BINDING_START and kwargs["command"] == "meru-nb study lambda --binding-start --seeds 0 2 --out x.json"
     assert main(["study", "lambda", "--seeds", "1"]) == 0
     assert "start" not in calls[1][1] and calls[1][1]["seeds"] == (1,) and calls[1][0][:2] == ("nbs/results/lambda_study.json", "runs/study")
+    assert main(["study", "lambda", "--binding-start", "--lambdas", "0.2", "--seeds", "1", "2"]) == 0
+    assert calls[2][1]["lambdas"] == (0.2,) and calls[2][1]["seeds"] == (1, 2)
+    assert calls[2][1]["command"] == "meru-nb study lambda --binding-start --lambdas 0.2 --seeds 1 2"
+    with pytest.raises(SystemExit) as e:
+        main(["study", "lambda", "--lambdas", "0.2", "-0.1"])
+    assert e.value.code == 2 and "--lambdas must be finite and >= 0, got [0.2, -0.1]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("start", [None, {"pretrain_text": 3}])
+def test_the_lambda_study_trains_its_contrast_at_the_seeds_it_answers_for(start, tmp_path, monkeypatch):
+    "The bag of tokens once, at the first seed; with a start, the run without the λ warm-up at every seed."
+    import json
+    from meru_nb import study
+    trained = []
+    def pool(jobs, argv_of, workers, desc):
+        for job in jobs:
+            argv = argv_of(job); trained.append(argv)
+            Path(argv[3]).mkdir(parents=True); Path(argv[3], "study.json").write_text(json.dumps({"folder": argv[3]}))
+    monkeypatch.setattr(study, "run_pool", pool)
+    out = study.run_study(str(tmp_path / "s.json"), str(tmp_path / "runs"), lambdas=(0.0, 0.2), seeds=(1, 2), start=start)
+    names = [Path(a[3]).name for a in trained]
+    contrast = (["cpu_lambda0.2_seed1_entail_warmup0", "cpu_lambda0.2_seed2_entail_warmup0"] if start
+                else ["cpu_bag_lambda0.2_seed1"])
+    assert names == ["cpu_lambda0_seed1", "cpu_lambda0_seed2", "cpu_lambda0.2_seed1", "cpu_lambda0.2_seed2", *contrast]
+    assert all(json.loads(a[6]) == {**(start or {}), **({"entail_warmup": 0} if "warmup0" in a[3] else {})} for a in trained)
+    assert [r["folder"] for r in out["runs"]] == [a[3] for a in trained]
+    assert json.loads((tmp_path / "s.json").read_text())["start"] == (start or {})
