@@ -51,7 +51,7 @@ def driver_version() -> str | None:
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
 
 def gpu_environment(device="cpu") -> dict:
-    "Chapter 12d's record of this machine, with the GPU's details, the driver, CUDA and NCCL, and where meru_nb comes from."
+    "Chapter 05a's record of this machine, with the GPU's details, the driver, CUDA and NCCL, and where meru_nb comes from."
     import meru_nb
     from meru_nb.flops import peak_flops
     from meru_nb.sysinfo import environment

@@ -63,10 +63,10 @@ def test_a_reordered_or_shortened_toc_is_caught(project):
     text = toc.read_text()
     toc.write_text(text.replace("nbs/01_lorentz\n      - file: nbs/02_expmap", "nbs/02_expmap\n      - file: nbs/01_lorentz"))
     assert chapter_map.stale(project) == ["README.md", chapter_map.INTRO]
-    toc.write_text(text.replace("      - file: nbs/12d_sysinfo\n", ""))
+    toc.write_text(text.replace("      - file: nbs/05a_sysinfo\n", ""))
     assert chapter_map.stale(project) == ["README.md", chapter_map.INTRO]
     assert chapter_map.write(project) == ["README.md", chapter_map.INTRO] and chapter_map.stale(project) == []
-    assert "12d_sysinfo" not in _generated((project / "README.md").read_text())
+    assert "05a_sysinfo" not in _generated((project / "README.md").read_text())
 
 
 def test_a_changed_module_or_summary_is_caught(project):
