@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['LAMBDAS', 'SEEDS', 'MARKS', 'VALIDATION_SEED', 'MIN_RADIUS', 'REMEDY', 'QUANTILES', 'METRICS', 'OFF', 'REMEDIES',
-           'EARLIER', 'ARMS', 'TOWERS_FIRST', 'BINDING_START', 'STEP_ARMS', 'ABLATIONS', 'BINDING_ARMS',
+           'EARLIER', 'ARMS', 'TOWERS_FIRST', 'BINDING_START', 'RUN_START', 'STEP_ARMS', 'ABLATIONS', 'BINDING_ARMS',
            'SEEDED_BINDING_ARMS', 'recipe', 'measure', 'study_run', 'run_pool', 'run_study', 'main', 'run_remedy_study',
            'summarize', 'steps_run', 'run_steps_study']
 
@@ -38,7 +38,7 @@ REMEDY = {"entail_warmup": 500}         # MERU's deviation from the paper in mak
 
 def recipe(entail_weight: float, seed: int, out_dir, steps: int = 1000, size: str = "cpu", model: str = "meru",
            **overrides) -> TrainConfig:
-    "The studies' recipe for `model` (MERU with entailment weight `entail_weight`) and seed `seed`; `overrides`: other fields. `make run` (nbs/20_train.ipynb) is this with `BINDING_START`."
+    "The studies' recipe for `model` (MERU with entailment weight `entail_weight`) and seed `seed`; `overrides`: other fields. `make run` (nbs/20_train.ipynb) is this with `RUN_START`."
     base = dict(out_dir=str(out_dir), model=model, size=size, entail_weight=float(entail_weight), image_size=64,
                 n_samples=100_000, steps=steps, batch_size=64, lr=3e-4, warmup_steps=min(150, steps), grad_clip=1.0,
                 seed=seed, ckpt_every=0, progress=False, **(REMEDY if model != "clip" else {}))
@@ -138,7 +138,7 @@ def run_pool(jobs: list, argv_of, workers: int, desc: str, entry: str = _ENTRY):
 def run_study(out: str = "nbs/results/lambda_study.json", work_dir: str = "runs/study", lambdas=LAMBDAS, seeds=SEEDS,
               steps: int = 1500, workers: int = 2, contrast: bool = True, start: dict | None = None,
               command: str = "make study") -> dict:
-    "Run the grid `workers` at a time; write `out`. `start`: fields every run adds (make run's `BINDING_START`); `contrast`: more runs at λ = 0.2, with the bag-of-tokens text tower at the first seed, or with a `start`, without the λ warm-up at every seed."
+    "Run the grid `workers` at a time; write `out`. `start`: fields every run adds (the binding start, `BINDING_START`); `contrast`: more runs at λ = 0.2, with the bag-of-tokens text tower at the first seed, or with a `start`, without the λ warm-up at every seed."
     start = dict(start or {})
     extra = ({"entail_warmup": 0} if start else {"size": "cpu_bag"}) if contrast else None
     jobs = ([(lam, seed, {}) for lam in lambdas for seed in seeds]
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     p.add_argument("--work-dir", help="run folders (default runs/study, runs/remedies, runs/steps or runs/binding)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--steps", type=int, default=1500, help="the λ study's steps per run (make run's)")
-    p.add_argument("--binding-start", action="store_true", help="the λ study with make run's BINDING_START in every run "
+    p.add_argument("--binding-start", action="store_true", help="the λ study with the binding start (BINDING_START) in every run "
                    "(default --out nbs/results/lambda_start_study.json, --work-dir runs/study_start)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="the λ study's seeds (default 0 1 2)")
     p.add_argument("--lambdas", type=float, nargs="+", default=list(LAMBDAS), help="the λ study's weights (default 0 0.05 0.1 0.2 0.4)")
@@ -249,7 +249,8 @@ def summarize(runs: list, key: str) -> dict:
 
 # %% ../nbs/07e_study.ipynb #52265d32
 TOWERS_FIRST = {"pretrain_text": 750, "pretrain_image": 300}    # chapter 10a's towers-alone runs that bind (chapter 07d)
-BINDING_START = {"hard_negatives": True, "binding_share": 0.6, **TOWERS_FIRST}   # what make run adds to `recipe` (chosen below)
+BINDING_START = {"hard_negatives": True, "binding_share": 0.6, **TOWERS_FIRST}   # the binding start (chosen below)
+RUN_START = {**BINDING_START, "entail_warmup": 0}    # what make run adds to `recipe`: the start, and λ from step 0 (chosen below)
 
 STEP_ARMS = {"CLIP": ("clip", {"hard_negatives": False}),      # model and TrainConfig fields on top of `recipe`
              "CLIP, hard negatives": ("clip", {"hard_negatives": True}),

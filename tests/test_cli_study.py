@@ -45,7 +45,7 @@ def test_every_make_study_target_calls_a_named_study():
 
 
 def test_the_lambda_study_takes_seeds_and_the_binding_start(capsys, monkeypatch):
-    "--seeds picks the grid's seeds (a negative one is refused by name); --binding-start adds make run's BINDING_START to every run."
+    "--seeds picks the grid's seeds (a negative one is refused by name); --binding-start adds the binding start (BINDING_START) to every run."
     with pytest.raises(SystemExit) as e:
         main(["study", "lambda", "--seeds", "0", "-1"])
     assert e.value.code == 2 and "--seeds must be whole numbers >= 0, got [0, -1]" in capsys.readouterr().err
