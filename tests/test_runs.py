@@ -127,20 +127,21 @@ def test_results_chapter_reads_the_runs(runs, tmp_path, monkeypatch):
 
 
 def test_the_train_notebook_is_the_studies_recipe():
-    "The defaults of nbs/20_train.ipynb are `study.recipe` with the binding start, for MERU and CLIP: make run's runs are the runs the studies chose."
+    "The defaults of nbs/20_train.ipynb are `study.recipe` with `RUN_START` (the binding start, λ from step 0), for MERU and CLIP: make run's runs are the runs the studies chose."
     import dataclasses, re
     from meru_nb.config import TrainConfig
-    from meru_nb.study import BINDING_START, recipe
+    from meru_nb.study import BINDING_START, RUN_START, recipe
     cell = next(c for c in json.loads((NBS / "20_train.ipynb").read_text())["cells"]
                 if "parameters" in c.get("metadata", {}).get("tags", []))
     values = {}
     exec("".join(cell["source"]), {}, values)
     assert values.pop("allow_pipe") is False                  # the notebook's own guard, not a TrainConfig field
-    assert values.pop("binding_start") is True                # on: the notebook adds BINDING_START (its config cell)
+    assert values.pop("binding_start") is True                # on: the notebook adds RUN_START (its config cell)
+    assert RUN_START == {**BINDING_START, "entail_warmup": 0} and values["entail_warmup"] == 0
     steps = values["steps"]
     for model in ("meru", "clip"):
-        notebook = TrainConfig(**{**BINDING_START, **values, "model": model})
-        studied = recipe(values["entail_weight"], values["seed"], values["out_dir"], steps, model=model, **BINDING_START)
+        notebook = TrainConfig(**{**RUN_START, **values, "model": model})
+        studied = recipe(values["entail_weight"], values["seed"], values["out_dir"], steps, model=model, **RUN_START)
         skip = {"out_dir", "model", "ckpt_every", "progress", "overwrite", "resume"}
         mine = {k: v for k, v in dataclasses.asdict(notebook).items() if k not in skip}
         theirs = {k: v for k, v in dataclasses.asdict(studied).items() if k not in skip}
