@@ -165,8 +165,29 @@ def test_keep_puts_each_output_under_the_cell_that_made_it(tmp_path):
     assert all(c.get("execution_count") is None for c in cells)
     assert json.loads((tmp_path / "repo" / "nbs" / "22_results.ipynb").read_text())["cells"][0]["outputs"] == []
     record = json.loads((tmp_path / "repo" / stage_book.OUTPUTS).read_text())
-    assert set(record["chapters"]) == {"nbs/00_a.ipynb", "nbs/01_b.ipynb"} and record["command"] and record["date"]
+    assert set(record["chapters"]) == {"nbs/00_a.ipynb", "nbs/01_b.ipynb"} and record["command"]
+    assert all(c["date"] and c["machine"] for c in record["chapters"].values())
     assert stage_book.check(tmp_path / "repo") == [] and stage_book.stale(tmp_path / "repo") == []
+
+
+def test_keep_dates_each_chapter_by_the_run_that_made_its_outputs(tmp_path, monkeypatch):
+    "A chapter executed again with the same outputs keeps its date and machine; one whose outputs changed gets this run's."
+    repo, book = tmp_path / "repo", tmp_path / "book"
+    _small_book(repo)
+    _execute(repo, book)
+    monkeypatch.setattr(stage_book, "_machine", lambda: "first CPU, Linux")
+    stage_book.keep(book, repo)
+    first = json.loads((repo / stage_book.OUTPUTS).read_text())["chapters"]
+    assert {c["machine"] for c in first.values()} == {"first CPU, Linux"} and all(c["date"] for c in first.values())
+    nb = json.loads((book / "nbs" / "01_b.ipynb").read_text())
+    nb["cells"][-1]["outputs"] = _stream("2.0\n")                  # another machine prints another number
+    (book / "nbs" / "01_b.ipynb").write_text(json.dumps(nb))
+    monkeypatch.setattr(stage_book, "_machine", lambda: "second CPU, Linux")
+    stage_book.keep(book, repo)
+    second = json.loads((repo / stage_book.OUTPUTS).read_text())["chapters"]
+    assert second["nbs/00_a.ipynb"] == first["nbs/00_a.ipynb"]
+    assert second["nbs/01_b.ipynb"]["machine"] == "second CPU, Linux" and second["nbs/01_b.ipynb"]["hash"] == first["nbs/01_b.ipynb"]["hash"]
+    assert stage_book.check(repo) == []
 
 
 def test_check_fails_on_changed_code_lost_outputs_an_executed_results_chapter_and_weight(tmp_path, monkeypatch):

@@ -227,8 +227,19 @@ def _fitted(outputs: list) -> list:
     return outputs
 
 
+def _machine() -> str:
+    "The CPU that executes the book, as the results files name it (chapter 05a's `cpu_model`), and the system."
+    from meru_nb.sysinfo import cpu_model
+    return f"{cpu_model()}, {platform.system()}"
+
+
+def _outputs_of(nb: dict) -> list:
+    "Every code cell's outputs, in order: what a reader of the chapter sees that its code made."
+    return [c.get("outputs", []) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
 def keep(executed: Path, root: Path = ROOT, skip=(RESULTS,)) -> list:
-    "Write the outputs of the executed book `executed` (a `make book`) into the chapters of `root`, and record what made them."
+    "Write the outputs of the executed book `executed` (a `make book`) into the chapters of `root`, and record what made them: per chapter, the hash of its code and results, and the date and machine of its outputs (a chapter whose outputs and code did not change keeps its earlier ones)."
     ready, refused = {}, []
     for rel in chapters(root):
         nb = _load(root / rel)
@@ -250,12 +261,20 @@ def keep(executed: Path, root: Path = ROOT, skip=(RESULTS,)) -> list:
     if refused:                                          # nothing is written unless every chapter can be
         raise SystemExit(f"not kept: {executed} was not executed from the present code of {', '.join(refused)} "
                          "(run make book, then make outputs)")
+    before = _load(root / OUTPUTS) if (root / OUTPUTS).is_file() else {"chapters": {}}
+    now = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": _machine()}
+    record = {}
     for rel, nb in ready.items():
+        if rel in skip:
+            _save(nb, root / rel)
+            continue
+        earlier = before["chapters"].get(rel, {})
+        same = (root / rel).is_file() and _outputs_of(_load(root / rel)) == _outputs_of(nb)   # nothing new to date
+        made = {k: earlier.get(k, before.get(k)) for k in now} if same and earlier.get("hash") == made_hash(nb, root) else now
         _save(nb, root / rel)
-    record = {rel: {"hash": made_hash(nb, root), "outputs": _shown(nb)} for rel, nb in ready.items() if rel not in skip}
+        record[rel] = {"hash": made_hash(nb, root), "outputs": _shown(nb), **made}
     made = {"command": "make book, then make outputs", "figures": f"PNGs wider than {FIGURE_PX} px scaled to {FIGURE_PX}",
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{platform.processor() or platform.machine()}, {platform.system()}", "chapters": record}
+            "chapters": record}
     (root / OUTPUTS).write_text(json.dumps(made, indent=1) + "\n", encoding="utf-8")
     print(f"kept the outputs of {len(record)} chapters from {executed} in {root / 'nbs'}; recorded in {OUTPUTS}")
     return sorted(record)
