@@ -36,10 +36,10 @@ help:
 	@echo "  make emoji           MERU and CLIP trained on two vendors' emoji, measured on a third's style (chapter 11e; after emoji-data)"
 	@echo "  make study           MERU's entailment weight: 5 values x 3 seeds and the bag of tokens, at 1500 steps (chapter 07e)"
 	@echo "  make study-remedies  four remedies for MERU's stall at lambda = 0.2 against none, 3 seeds at 1500 steps (chapter 07e)"
-	@echo "  make study-steps     make run's recipe: hard negatives for MERU and CLIP, CLIP, the bag of tokens as an ablation (chapter 07e)"
+	@echo "  make study-steps     the studies' recipe: hard negatives for MERU and CLIP, CLIP, the bag of tokens as an ablation (chapter 07e)"
 	@echo "  make study-binding   make run's binding start: a caption mix at 0.3 or 0.6, from scratch or with the towers first, MERU and CLIP (chapter 07e)"
 	@echo "  make study-capacity  each tower alone learning which colour goes with which shape, then both together (chapter 10a)"
-	@echo "  make study-hycoclip  HyCoCLIP, MERU and CLIP with make run's recipe, measured on test scenes (chapter 11b)"
+	@echo "  make study-hycoclip  HyCoCLIP, MERU and CLIP with the studies' recipe, measured on test scenes (chapter 11b)"
 	@echo "  make study-finetune  MERU fine-tuned from make run's CLIP vs from scratch, 300 steps (chapter 11d; after make run)"
 	@echo "  make wheels          wheels/ for a GPU machine without a package index: what it lacks, for Python 3.12 (chapter 14a)"
 	@echo "  make wheels-here     the same folder for this machine's Python, for tests/test_gpucheck.py"
@@ -101,7 +101,7 @@ emoji-data:
 study: install
 	$(BIN)/meru-nb study lambda --out nbs/results/lambda_study.json --work-dir $(RUNS)/study
 
-## MERU and CLIP on emoji (chapter 11e): make run's recipe trained on Google's and Twitter's pictures, measured on
+## MERU and CLIP on emoji (chapter 11e): the studies' recipe trained on Google's and Twitter's pictures, measured on
 ## Facebook's; writes nbs/results/emoji_study.json. Needs make emoji-data; finished runs in $(RUNS)/emoji are kept.
 emoji: install
 	$(BIN)/meru-nb study emoji --data data/emoji --out nbs/results/emoji_study.json --work-dir $(RUNS)/emoji
@@ -111,7 +111,7 @@ emoji: install
 study-remedies: install
 	$(BIN)/meru-nb study remedies --out nbs/results/remedy_study.json --work-dir $(RUNS)/remedies
 
-## make run's recipe (chapter 07e): every arm of study.STEP_ARMS (hard negatives, CLIP, the bag of tokens) x 3 seeds
+## The studies' recipe (chapter 07e): every arm of study.STEP_ARMS (hard negatives, CLIP, the bag of tokens) x 3 seeds
 ## (the bags one) at 1500 steps, on validation scenes; writes nbs/results/steps_study.json. Finished runs in $(RUNS)/steps are kept.
 study-steps: install
 	$(BIN)/meru-nb study steps --out nbs/results/steps_study.json --work-dir $(RUNS)/steps
@@ -128,7 +128,7 @@ study-binding: install
 study-capacity: install
 	OMP_NUM_THREADS=1 $(BIN)/meru-nb study capacity --out nbs/results/binding_capacity.json
 
-## HyCoCLIP beside MERU and CLIP (chapter 11b): make run's recipe, one seed, evaluated on the test scenes
+## HyCoCLIP beside MERU and CLIP (chapter 11b): the studies' recipe, one seed, evaluated on the test scenes
 ## with the compositional measurements; writes nbs/results/hycoclip_study.json. Finished runs are kept.
 study-hycoclip: install
 	$(BIN)/meru-nb study hycoclip --out nbs/results/hycoclip_study.json --work-dir $(RUNS)/hycoclip

@@ -106,7 +106,7 @@ STUDY_STEPS = 1500        # make run's schedule
 TEST_SEED = 1000          # the results chapter's held-out scenes
 
 def compositional_run(kind: str, steps: int, seed: int, out_dir) -> dict:
-    "Train `kind` with the studies' recipe (make run's without its binding start) for `steps` steps; evaluate on the test scenes; keep everything in `out_dir`."
+    "Train `kind` with the studies' recipe (`study.recipe`: make run's without its binding start, with λ's warm-up) for `steps` steps; evaluate on the test scenes; keep everything in `out_dir`."
     out_dir = Path(out_dir)
     done = out_dir / "compositional.json"
     if done.is_file():

@@ -186,7 +186,7 @@ ARMS = {"MERU": ("meru", {}), "CLIP": ("clip", {}), "MERU, λ = 0.2 from step 0"
 TRAINS_AT = 0.95      # zero-shot shape top-1 that counts as "trains": make run's goal
 
 def part_compare(s: dict, work: Path, save, deadline: float) -> dict:
-    "MERU and CLIP (and MERU without the λ warm-up) with make run's recipe (without its binding start) at the setting's batch and steps, evaluated on test scenes."
+    "MERU and CLIP (and MERU without the λ warm-up) with the studies' recipe (make run's without its binding start, with λ's warm-up) at the setting's batch and steps, evaluated on test scenes."
     from meru_nb.evaluate import evaluate_run, goals, lookup
     from meru_nb.study import METRICS, recipe
     from meru_nb.train import train
