@@ -175,8 +175,14 @@ def test_keep_dates_each_chapter_by_the_run_that_made_its_outputs(tmp_path, monk
     repo, book = tmp_path / "repo", tmp_path / "book"
     _small_book(repo)
     _execute(repo, book)
+    nb = json.loads((book / "nbs" / "00_a.ipynb").read_text())      # as executed: metadata that nbdev-clean blanks
+    nb["cells"][-1]["outputs"][0]["metadata"] = {"image/png": {"width": 782}}
+    (book / "nbs" / "00_a.ipynb").write_text(json.dumps(nb))
     monkeypatch.setattr(stage_book, "_machine", lambda: "first CPU, Linux")
     stage_book.keep(book, repo)
+    nb = json.loads((repo / "nbs" / "00_a.ipynb").read_text())      # make outputs runs nbdev-clean after keep
+    nb["cells"][-1]["outputs"][0]["metadata"] = {}
+    (repo / "nbs" / "00_a.ipynb").write_text(json.dumps(nb))
     first = json.loads((repo / stage_book.OUTPUTS).read_text())["chapters"]
     assert {c["machine"] for c in first.values()} == {"first CPU, Linux"} and all(c["date"] for c in first.values())
     nb = json.loads((book / "nbs" / "01_b.ipynb").read_text())

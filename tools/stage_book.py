@@ -234,15 +234,17 @@ def _machine() -> str:
 
 
 def _outputs_of(nb: dict) -> list:
-    "Every code cell's outputs, in order: what a reader of the chapter sees that its code made."
-    return [c.get("outputs", []) for c in nb["cells"] if c["cell_type"] == "code"]
+    "Every code cell's outputs, in order, without execution counts and metadata (nbdev-clean blanks them): what a reader sees."
+    return [[{k: v for k, v in out.items() if k not in ("execution_count", "metadata")} for out in c.get("outputs", [])]
+            for c in nb["cells"] if c["cell_type"] == "code"]
 
 
 def keep(executed: Path, root: Path = ROOT, skip=(RESULTS,)) -> list:
     "Write the outputs of the executed book `executed` (a `make book`) into the chapters of `root`, and record what made them: per chapter, the hash of its code and results, and the date and machine of its outputs (a chapter whose outputs and code did not change keeps its earlier ones)."
-    ready, refused = {}, []
+    ready, refused, committed = {}, [], {}
     for rel in chapters(root):
         nb = _load(root / rel)
+        committed[rel] = _outputs_of(nb)
         if rel in skip:
             _set_outputs(nb, lambda cell: [])
             ready[rel] = nb
@@ -261,18 +263,16 @@ def keep(executed: Path, root: Path = ROOT, skip=(RESULTS,)) -> list:
     if refused:                                          # nothing is written unless every chapter can be
         raise SystemExit(f"not kept: {executed} was not executed from the present code of {', '.join(refused)} "
                          "(run make book, then make outputs)")
-    before = _load(root / OUTPUTS) if (root / OUTPUTS).is_file() else {"chapters": {}}
+    before = _record(root)
     now = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": _machine()}
     record = {}
     for rel, nb in ready.items():
-        if rel in skip:
-            _save(nb, root / rel)
-            continue
-        earlier = before["chapters"].get(rel, {})
-        same = (root / rel).is_file() and _outputs_of(_load(root / rel)) == _outputs_of(nb)   # nothing new to date
-        made = {k: earlier.get(k, before.get(k)) for k in now} if same and earlier.get("hash") == made_hash(nb, root) else now
         _save(nb, root / rel)
-        record[rel] = {"hash": made_hash(nb, root), "outputs": _shown(nb), **made}
+        if rel in skip:
+            continue
+        made, earlier = made_hash(nb, root), before.get(rel, {})
+        unchanged = committed[rel] == _outputs_of(nb) and earlier.get("hash") == made and now.keys() <= earlier.keys()
+        record[rel] = {"hash": made, "outputs": _shown(nb), **({k: earlier[k] for k in now} if unchanged else now)}
     made = {"command": "make book, then make outputs", "figures": f"PNGs wider than {FIGURE_PX} px scaled to {FIGURE_PX}",
             "chapters": record}
     (root / OUTPUTS).write_text(json.dumps(made, indent=1) + "\n", encoding="utf-8")
