@@ -110,16 +110,12 @@ LATER_IMPORTS = {
 
 
 def chapter_order() -> dict[str, int]:
-    "Module -> its chapter's place in the book (`_toc.yml`), read from each chapter's `default_exp`."
-    import json, re
-    root = PACKAGE.parent
-    pages = re.findall(r"(?:root|file):\s*nbs/(\S+)", (root / "_toc.yml").read_text())
-    place = {}
-    for k, stem in enumerate(pages):
-        first = "".join(json.loads((root / "nbs" / f"{stem}.ipynb").read_text(encoding="utf-8"))["cells"][0]["source"])
-        if m := re.search(r"#\| default_exp (\w+)", first):
-            place[m[1]] = k
-    return place
+    "Module -> its chapter's place in the book (`_toc.yml`), as the chapter map reads them (tools/chapter_map.py)."
+    import sys
+    sys.path.insert(0, str(PACKAGE.parent / "tools"))
+    import chapter_map
+    return {ch.module.removeprefix("meru_nb."): k for k, ch in enumerate(chapter_map.chapters(PACKAGE.parent))
+            if ch.module.startswith("meru_nb.")}
 
 
 def later_imports(edges: dict[str, set[str]], place: dict[str, int]) -> dict[str, set[str]]:
