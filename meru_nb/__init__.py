@@ -13,6 +13,6 @@ def __getattr__(name: str):
         from meru_nb.embed import load_model   # the loader of the command line: every kind, every kind of path
         return load_model
     if name in ("save", "build_model"):
-        from meru_nb import hycoclip, models   # hycoclip registers its model kind: every kind loads
+        from meru_nb import models             # every kind, built in or registered (chapter 05)
         return getattr(models, name)
     raise AttributeError(f"module 'meru_nb' has no attribute {name!r}")

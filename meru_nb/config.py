@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .encoders import TOWER_SIZES
-from . import hycoclip  # noqa: F401 (importing it adds the model kind 'hycoclip' to MODEL_KINDS)
-from .models import MODEL_KINDS
+from .models import model_class, model_kinds
 
 # %% ../nbs/07_config.ipynb #092a3304
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -106,7 +105,9 @@ class TrainConfig:
             setattr(self, f.name, coerce_field(f.name, getattr(self, f.name), _field_kind(f)))
         floats = [f.name for f in dataclasses.fields(self) if _field_kind(f) is float]
         finite = [(name, math.isfinite(getattr(self, name)), "finite") for name in floats]
-        checks = finite + [("model", self.model in MODEL_KINDS, f"one of {list(MODEL_KINDS)}"),
+        kinds = model_kinds()                            # built in and registered (chapter 05)
+        own_data = self.model in kinds and hasattr(model_class(self.model), "training_data")   # HyCoCLIP's boxes
+        checks = finite + [("model", self.model in kinds, f"one of {kinds}"),
                   ("size", self.size in TOWER_SIZES, f"one of {list(TOWER_SIZES)}"),
                   ("precision", self.precision in PRECISIONS + ("auto",), f"one of {list(PRECISIONS) + ['auto']}"),
                   ("lr", self.lr > 0, "positive"), ("steps", self.steps > 0, "positive"),
@@ -140,8 +141,8 @@ class TrainConfig:
                     for name in ("pretrain_text", "pretrain_image")],
                   ("hard_negatives", not self.hard_negatives or (self.data == "builtin" and self.model in ("meru", "clip")),
                    "False unless data='builtin' and model is 'meru' or 'clip' (negatives are made from the scenes)"),
-                  ("data", self.model != "hycoclip" or self.data == "builtin",
-                   "'builtin' for model='hycoclip' (only the built-in scenes have boxes)")]
+                  ("data", not own_data or self.data == "builtin",
+                   f"'builtin' for model={self.model!r} (its training pairs are made from the built-in scenes)")]
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"`{name}` must be {expected}, got {name}={getattr(self, name)!r}")
@@ -155,7 +156,7 @@ _SMOKE = dict(image_size=224, data="builtin", n_samples=100_000, steps=200, batc
 PRESETS = {**{f"{m}_vit_{s.lower()}": {"model": m, "size": s, "out_dir": f"runs/{m}_vit_{s.lower()}", **_PAPER}
               for m in ("meru", "clip") for s in ("S", "B", "L")},           # HyCoCLIP: the built-in scenes only
            **{f"builtin_{m}_vit_{s.lower()}": {"model": m, "size": s, "out_dir": f"runs/builtin_{m}_vit_{s.lower()}", **_SMOKE}
-              for m in MODEL_KINDS for s in ("S", "B")}}
+              for m in model_kinds() for s in ("S", "B")}}
 
 # %% ../nbs/07_config.ipynb #55cc0548
 def preset_yaml(name: str) -> str:

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, default_collate
 from .config import TrainConfig
 from .data import HierarchicalScenes
 from .encoders import tokenize
-from .hycoclip import BoxCollate, BoxedScenes
+from .models import model_class
 from .pipelines import (SKIP_REASONS, CountSkips, CsvDataset, SkipLog, expand_shards, shard_dataset,
                                train_transform)
 
@@ -145,8 +145,8 @@ def make_loader(cfg: TrainConfig, context_length: int, start: int, stop: int, ra
     if kind == "table":
         data, collate = CsvDataset(cfg.data, train_transform(cfg.image_size), context_length=context_length), default_collate
         at_load = data.log.take()             # rows dropped on reading, counted once here (the workers start after it)
-    elif cfg.model == "hycoclip":                  # the same scenes and captions, each with one object's box
-        data, collate = BoxedScenes(cfg.n_samples, cfg.image_size, cfg.seed), BoxCollate(context_length)
+    elif hasattr(model_class(cfg.model), "training_data"):   # a kind with its own pairs: HyCoCLIP's boxes (11a)
+        data, collate = model_class(cfg.model).training_data(cfg, context_length)
     else:
         data = HierarchicalScenes(cfg.n_samples, cfg.image_size, cfg.seed, negatives=cfg.hard_negatives,
                                   binding_share=cfg.binding_share)

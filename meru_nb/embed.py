@@ -25,12 +25,11 @@ from torch.utils.data import DataLoader, Dataset
 from .distributed import resolve_device
 from .encoders import tokenize
 from .lorentz import dist0
-from .hycoclip import HyCoCLIP          # registers the model kind 'hycoclip' for load_model and --kind
-from .models import MODEL_KINDS, import_reference, load
+from .models import import_reference, load, model_kinds
 from .pipelines import IMAGE_EXTENSIONS, SkippedSampleWarning, decode_image, eval_transform, read_utf8
 
 # %% ../nbs/08_embed.ipynb #2769795d
-KINDS = tuple(MODEL_KINDS)   # for --kind: meru, clip and hycoclip
+KINDS = tuple(model_kinds())   # for --kind: built in (meru, clip) and registered (hycoclip)
 
 def load_model(path: str | os.PathLike, kind: str | None = None, device="cpu") -> nn.Module:
     "Load a model folder, a training run folder (its `model/`) or a reference `.pth`; check its `kind` if given."

@@ -24,7 +24,7 @@ from .render import render
 from .scenes import LEVEL_PROBS, Caption, Part, Scene, SceneObject, noun_phrase, satisfies
 from .encoders import tokenize
 from .entailment import exterior_angle, half_aperture
-from .models import (MERU, MODEL_KINDS, local_targets, paired_logits, gather_features, symmetric_cross_entropy,
+from .models import (MERU, local_targets, paired_logits, gather_features, symmetric_cross_entropy,
                             world_size)
 from .lorentz import pairwise_dist
 
@@ -159,6 +159,11 @@ def hycoclip_losses(x_img, y_txt, x_box, y_box, has_box, curv, scale) -> dict:
 # %% ../nbs/11a_hycoclip.ipynb #ae585c78
 class HyCoCLIP(MERU):
     "MERU trained with HyCoCLIP's compositional losses: every pair with one object's crop and phrase."
+    @staticmethod
+    def training_data(cfg, context_length: int) -> tuple:
+        "The dataset and collate function of a run's pairs: the built-in scenes of `cfg`, each with one object's box."
+        return BoxedScenes(cfg.n_samples, cfg.image_size, cfg.seed), BoxCollate(context_length)
+
     def forward(self, images: Tensor, tokens: Tensor, box_images: Tensor = None, box_tokens: Tensor = None,
                 has_box: Tensor = None) -> dict:
         "Loss and logged scalars for a batch of pairs with their boxes (`has_box`: which samples have one)."
@@ -178,5 +183,3 @@ class HyCoCLIP(MERU):
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}, "entail_lambda": lam.detach(),
                 "logit_scale": s.detach(), "curv": c.detach(),
                 "visual_alpha": self.log_visual_alpha.detach().exp(), "textual_alpha": self.log_textual_alpha.detach().exp()}
-
-MODEL_KINDS["hycoclip"] = HyCoCLIP

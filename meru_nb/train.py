@@ -26,8 +26,7 @@ from .checkpoint import (RunLock, check_out_dir, clear_run, plot_log, read_log, 
 from .config import TrainConfig, config_from_args
 from .data import pairs_batch
 from .distributed import autocast, check_data, init_distributed, make_loader, resolve_precision, wrap_model
-from .finetune import start_from_clip             # MERU from a CLIP (chapter 11c)
-from .models import MERU, MODEL_KINDS, build_model, save
+from .models import MERU, START_GROUP, build_model, model_class, plugin, save
 from .optim import build_optimizer, build_scheduler, clip_to, entail_factor, total_norm
 from .pipelines import SKIP_REASONS, SkipLog, SkippedSampleWarning
 from .scenes import COLOURS, POSITIONS, SHAPES
@@ -95,8 +94,9 @@ def initial_model(cfg: TrainConfig, device="cpu") -> nn.Module:
     if cfg.init_from:                          # alphas calibrated on 256 of the run's own pairs
         first = lambda ctx: next(iter(make_loader(dataclasses.replace(cfg, batch_size=256, num_workers=0, accum_steps=1),
                                                   ctx, 0, 1)))[:2]
-        return start_from_clip(cfg.init_from, cfg, first).to(device)
-    hyperbolic = issubclass(MODEL_KINDS[cfg.model], MERU)                    # MERU and HyCoCLIP
+        start = plugin(START_GROUP, "clip")     # chapter 11c's, registered as an entry point (chapter 05)
+        return start(cfg.init_from, cfg, first).to(device)
+    hyperbolic = issubclass(model_class(cfg.model), MERU)                    # MERU and HyCoCLIP
     options = dict(curv_init=cfg.curv_init, entail_weight=cfg.entail_weight, entail_gate=cfg.entail_gate,
                    text_floor=cfg.text_floor) if hyperbolic else {}
     if cfg.patch_size:

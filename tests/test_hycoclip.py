@@ -37,7 +37,7 @@ def test_boxes_stay_inside_the_image():
 
 
 def test_save_load_round_trip_and_plugin_import(tmp_path):
-    "A saved HyCoCLIP loads back as HyCoCLIP, also through `meru_nb.load` in a fresh process; `models.load` alone names the import."
+    "A saved HyCoCLIP loads back as HyCoCLIP, through `meru_nb.load` and through `models.load` alone in a fresh process: its entry point imports it."
     torch.manual_seed(0)
     model = build_model("hycoclip", "tiny", entail_weight=0.1)
     folder = save(model, tmp_path / "m")
@@ -45,13 +45,22 @@ def test_save_load_round_trip_and_plugin_import(tmp_path):
     assert type(again) is HyCoCLIP and again.entail_weight == 0.1
     for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
-    code = ("import sys, meru_nb\n"
-            "m = meru_nb.load(sys.argv[1]); assert 'meru_nb.hycoclip' in sys.modules; print(type(m).__name__)")
-    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "HyCoCLIP"
-    code = "import sys; from meru_nb.models import load; load(sys.argv[1])"   # models alone knows meru and clip
-    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True)
-    assert out.returncode != 0 and "registered by meru_nb.hycoclip: import it first" in out.stderr
+    for code in ("import sys, meru_nb\nm = meru_nb.load(sys.argv[1])",
+                 "import sys\nfrom meru_nb.models import load\nassert 'meru_nb.hycoclip' not in sys.modules\nm = load(sys.argv[1])"):
+        code += "\nassert 'meru_nb.hycoclip' in sys.modules; print(type(m).__name__)"
+        out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True)
+        assert out.returncode == 0 and out.stdout.strip() == "HyCoCLIP", out.stderr
+
+
+def test_the_core_chapters_do_not_import_hycoclip_or_finetune():
+    "Configs, loaders, the loop and the evaluation import neither chapter beyond MERU; a HyCoCLIP config imports hycoclip, through its entry point."
+    code = ("import sys\nimport meru_nb.train, meru_nb.evaluate, meru_nb.cli\n"
+            "from meru_nb.config import PRESETS, TrainConfig\n"
+            "before = sorted(m for m in ('meru_nb.hycoclip', 'meru_nb.finetune') if m in sys.modules)\n"
+            "TrainConfig(model='hycoclip'); print(before, 'builtin_hycoclip_vit_s' in PRESETS, 'meru_nb.hycoclip' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[]", "True", "True"]
 
 
 def test_hycoclip_trains_on_the_built_in_scenes_only(tmp_path):
