@@ -34,14 +34,14 @@ help:
 	@echo "Data, studies and the GPU machine (each writes what its chapter reads):"
 	@echo "  make emoji-data      the emoji pictures of chapter 06d (npm pack of three pinned packages, checksums checked) into data/emoji/"
 	@echo "  make emoji           MERU and CLIP trained on two vendors' emoji, measured on a third's style (chapter 11e; after emoji-data)"
-	@echo "  make study           MERU's entailment weight: 5 values x 3 seeds and the bag of tokens, at 1500 steps (chapter 07e)"
-	@echo "  make study-remedies  four remedies for MERU's stall at lambda = 0.2 against none, 3 seeds at 1500 steps (chapter 07e)"
-	@echo "  make study-steps     the studies' recipe: hard negatives for MERU and CLIP, CLIP, the bag of tokens as an ablation (chapter 07e)"
-	@echo "  make study-binding   make run's binding start: a caption mix at 0.3 or 0.6, from scratch or with the towers first, MERU and CLIP (chapter 07e)"
+	@echo "  make study           MERU's entailment weight: 5 values x 3 seeds and the bag of tokens, at 1500 steps (chapter 11)"
+	@echo "  make study-remedies  four remedies for MERU's stall at lambda = 0.2 against none, 3 seeds at 1500 steps (chapter 11)"
+	@echo "  make study-steps     the studies' recipe: hard negatives for MERU and CLIP, CLIP, the bag of tokens as an ablation (chapter 11)"
+	@echo "  make study-binding   make run's binding start: a caption mix at 0.3 or 0.6, from scratch or with the towers first, MERU and CLIP (chapter 11)"
 	@echo "  make study-capacity  each tower alone learning which colour goes with which shape, then both together (chapter 10a)"
 	@echo "  make study-hycoclip  HyCoCLIP, MERU and CLIP with the studies' recipe, measured on test scenes (chapter 11b)"
 	@echo "  make study-finetune  MERU fine-tuned from make run's CLIP vs from scratch, 300 steps (chapter 11d; after make run)"
-	@echo "  make wheels          wheels/ for a GPU machine without a package index: what it lacks, for Python 3.12 (chapter 14a)"
+	@echo "  make wheels          wheels/ for a GPU machine without a package index: what it lacks, for Python 3.12 (chapter 14)"
 	@echo "  make wheels-here     the same folder for this machine's Python, for tests/test_gpucheck.py"
 	@echo "Each study's duration is measured in its JSON under nbs/results/ and stated in its chapter."
 
@@ -96,7 +96,7 @@ run-book: install
 emoji-data:
 	bash tools/emoji_data.sh
 
-## The lambda study (chapter 07e): 5 values x 3 seeds and the bag of tokens at lambda = 0.2, 16 runs of 1500 steps, two at a time, on validation scenes; writes nbs/results/lambda_study.json.
+## The lambda study (chapter 11): 5 values x 3 seeds and the bag of tokens at lambda = 0.2, 16 runs of 1500 steps, two at a time, on validation scenes; writes nbs/results/lambda_study.json.
 ## Finished runs in $(RUNS)/study are kept, so an interrupted study continues where it stopped.
 study: install
 	$(BIN)/meru-nb study lambda --out nbs/results/lambda_study.json --work-dir $(RUNS)/study
@@ -106,17 +106,17 @@ study: install
 emoji: install
 	$(BIN)/meru-nb study emoji --data data/emoji --out nbs/results/emoji_study.json --work-dir $(RUNS)/emoji
 
-## The remedies for the stall at lambda = 0.2 (chapter 07e): MERU with each of study.REMEDIES x 3 seeds at 1500 steps, on
+## The remedies for the stall at lambda = 0.2 (chapter 11): MERU with each of study.REMEDIES x 3 seeds at 1500 steps, on
 ## validation scenes; writes nbs/results/remedy_study.json. Finished runs in $(RUNS)/remedies are kept.
 study-remedies: install
 	$(BIN)/meru-nb study remedies --out nbs/results/remedy_study.json --work-dir $(RUNS)/remedies
 
-## The studies' recipe (chapter 07e): every arm of study.STEP_ARMS (hard negatives, CLIP, the bag of tokens) x 3 seeds
+## The studies' recipe (chapter 11): every arm of study.STEP_ARMS (hard negatives, CLIP, the bag of tokens) x 3 seeds
 ## (the bags one) at 1500 steps, on validation scenes; writes nbs/results/steps_study.json. Finished runs in $(RUNS)/steps are kept.
 study-steps: install
 	$(BIN)/meru-nb study steps --out nbs/results/steps_study.json --work-dir $(RUNS)/steps
 
-## make run's binding start (chapter 07e): study.BINDING_ARMS, CLIP and MERU with hard negatives and 30 or 60 % of the
+## make run's binding start (chapter 11): study.BINDING_ARMS, CLIP and MERU with hard negatives and 30 or 60 % of the
 ## items naming both objects of a two-object scene, from scratch or with each tower first alone (chapter 07d); the chosen
 ## arm 3 seeds, the others one, at 1500 steps (and 1000); writes nbs/results/binding_study.json. Finished runs in $(RUNS)/binding are kept.
 study-binding: install
@@ -138,7 +138,7 @@ study-hycoclip: install
 study-finetune: install
 	$(BIN)/meru-nb study finetune --clip-run $(RUNS)/clip --meru-run $(RUNS)/meru --out nbs/results/finetune_study.json --work-dir $(RUNS)/finetune
 
-## The wheel folder for a GPU machine that reaches no package index (chapter 14a): meru_nb's runtime dependencies
+## The wheel folder for a GPU machine that reaches no package index (chapter 14): meru_nb's runtime dependencies
 ## that the lent machine lacks, downloaded by pip at the versions installed here for Python $(WHEELS_PY) on manylinux
 ## x86-64, and meru_nb's own wheel; tools/gpu_check.sh installs it there and runs meru-nb gpu-check.
 WHEELS    ?= wheels

@@ -67,10 +67,10 @@ def bench_main(argv=None) -> int:
 
 # %% ../nbs/13_cli.ipynb #d48d87d4
 STUDIES = {
-    "lambda": ("meru_nb.study", "main", [], "MERU's entailment weight, 5 values x 3 seeds (chapter 07e)"),
-    "remedies": ("meru_nb.study", "main", ["--remedies"], "MERU's stall at the paper's weight: the remedies (chapter 07e)"),
-    "steps": ("meru_nb.study", "main", ["--compare-steps"], "the studies' recipe: hard negatives, CLIP, the bag of tokens (chapter 07e)"),
-    "binding": ("meru_nb.study", "main", ["--binding"], "make run's binding start: the caption mix, hard negatives, the towers first (chapter 07e)"),
+    "lambda": ("meru_nb.study", "main", [], "MERU's entailment weight, 5 values x 3 seeds (chapter 11)"),
+    "remedies": ("meru_nb.study", "main", ["--remedies"], "MERU's stall at the paper's weight: the remedies (chapter 11)"),
+    "steps": ("meru_nb.study", "main", ["--compare-steps"], "the studies' recipe: hard negatives, CLIP, the bag of tokens (chapter 11)"),
+    "binding": ("meru_nb.study", "main", ["--binding"], "make run's binding start: the caption mix, hard negatives, the towers first (chapter 11)"),
     "capacity": ("meru_nb.binding", "capacity_main", [], "each tower alone naming the pairs, then both in contrast (chapter 10a)"),
     "hycoclip": ("meru_nb.compositional", "main", [], "HyCoCLIP beside MERU and CLIP (chapter 11b)"),
     "finetune": ("meru_nb.finetune_study", "main", [], "MERU from a trained CLIP against from scratch (chapter 11d)"),

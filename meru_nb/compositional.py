@@ -128,7 +128,7 @@ _ENTRY = "import sys; from meru_nb.compositional import main; sys.exit(main())"
 TRAVERSED, TRAVERSE_SEED = (0, 1, 2), TEST_SEED + 8    # the test scenes whose walks to the root the study keeps
 
 def traversals_of(model, indices=TRAVERSED, seed: int = TRAVERSE_SEED) -> list:
-    "Chapter 11's walk from each scene's image to the root through the pool of one-object texts: the texts met, per image."
+    "Chapter 10b's walk from each scene's image to the root through the pool of one-object texts: the texts met, per image."
     ds = HierarchicalScenes(max(indices) + 1, model_sizes(model)[0], seed)
     pool = text_pool(1)
     y_pool = embed_texts(model, pool.texts)

@@ -64,7 +64,7 @@ class TrainConfig:
     train_blocks: int = -1               # with init_from: -1 trains all, 0 only projections and scalars, k the last k blocks
     curv_init: float = 1.0               # MERU and HyCoCLIP: initial curvature c
     entail_weight: float = 0.2           # MERU and HyCoCLIP: weight of the entailment loss (paper 0.2)
-    entail_start: int = 0                # MERU and HyCoCLIP: steps trained with λ = 0 first (0: none, the paper; chapter 07e)
+    entail_start: int = 0                # MERU and HyCoCLIP: steps trained with λ = 0 first (0: none, the paper; chapter 11)
     entail_warmup: int = 0               # MERU and HyCoCLIP: steps over which λ then rises linearly to entail_weight (0: at once, the paper)
     entail_gate: float = 0.0             # MERU and HyCoCLIP: λ times min(1, (log B - contrastive loss) / gate); 0: off (the paper)
     text_floor: float = 0.0              # MERU and HyCoCLIP: weight of a penalty on texts with sqrt(c)||y|| < 2K; 0: off (the paper)

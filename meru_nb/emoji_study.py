@@ -234,7 +234,7 @@ def goals(rows: list) -> dict:
 _ENTRY = "import sys; from meru_nb.emoji_study import main; sys.exit(main())"
 
 def emoji_config(model: str, table, out_dir, steps: int = 1500, seed: int = 0, **overrides):
-    "The studies' recipe (chapter 07e's `recipe`: make run's without its binding start, with λ's warm-up) for `model` on the emoji table `table`."
+    "The studies' recipe (chapter 11's `recipe`: make run's without its binding start, with λ's warm-up) for `model` on the emoji table `table`."
     return recipe(0.2, seed, out_dir, steps, model=model, data=str(table), overwrite=True, **overrides)
 
 def finished(folder, steps: int) -> bool:

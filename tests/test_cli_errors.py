@@ -205,7 +205,7 @@ def cases(w: Path) -> dict:
         "bench-sizes-negative": case(["bench", "geometry", "--sizes", "-3", "--out", str(w / "b.json")], "--sizes must be positive"),
         "bench-without-geoopt": case(["bench", "geometry", "--sizes", "4", "--out", str(w / "b.json")], "meru_nb[bench]",
                                      block=["geoopt"]),
-        # the GPU check (chapter 14a); without a GPU, --device cuda is test_gpucheck.py's
+        # the GPU check (chapter 14); without a GPU, --device cuda is test_gpucheck.py's
         "study-unknown": case(["study", "lamda"], "unknown study 'lamda'"),
         "study-bad-option": case(["study", "steps", "--steps", "many"], "invalid int value: 'many'"),
         "gpu-check-cpu-without-tiny": case(["gpu-check", "--device", "cpu", "--out", str(w / "g.json")], "--device cpu needs --tiny"),

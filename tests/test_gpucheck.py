@@ -1,4 +1,4 @@
-"""`meru-nb gpu-check` (chapter 14a) end to end on the CPU, the way it runs on the lent GPU machine: the wheel
+"""`meru-nb gpu-check` (chapter 14) end to end on the CPU, the way it runs on the lent GPU machine: the wheel
 folder of `make wheels` installed by tools/gpu_check.sh into a fresh venv that holds only that machine's
 packages, then every part of the tiny setting. `make pytest` builds the folder for this Python
 (`make wheels-here`) and names it in MERU_NB_WHEELS."""

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check on a machine that reaches no package index (chapter 14a):
+# The GPU check on a machine that reaches no package index (chapter 14):
 #   bash tools/gpu_check.sh --wheels wheels --out gpu_check.json [-- meru-nb gpu-check options]
 # installs the wheel folder made by `make wheels` with `pip install --no-index --no-deps` into a folder of its
 # own, puts it first on PYTHONPATH (the machine's torch and other packages are never touched), and runs
