@@ -18,7 +18,7 @@ from .scenes import SHAPES
 from .embed import load_model, model_kind, whole_number
 from .zeroshot import zero_shot_builtin
 from .stats import bootstrap_ci
-from .hierarchy import hierarchy_figures, hierarchy_report, tree_metrics
+from .hierarchy import embed_scenes, hierarchy_figures, hierarchy_report, tree_metrics
 from .probe import probe_builtin
 from .retrieval import retrieval_builtin
 from .binding import binding_builtin
@@ -68,12 +68,16 @@ def evaluate_run(run_dir, n_zero_shot: int = 600, n_retrieval: int = 500, n_prob
                                  "move the file away or pass --no-figures")
     model = load_model(run_dir)
     kind = (getattr(model, "config", None) or {}).get("kind") or model_kind(model)   # 'hycoclip' too, not its geometry
+    held = {}
+    def hierarchy():           # its scenes embedded once, for the report and the figures; zero-shot is scored above
+        held["scenes"] = embed_scenes(model, n_hierarchy, seed=seed + 5)
+        return hierarchy_report(model, n_hierarchy, seed=seed + 5, n_zero_shot=0, scenes=held["scenes"])
     read = lambda name: json.loads((run_dir / name).read_text()) if (run_dir / name).is_file() else None
     tasks = {"zero_shot_shape": lambda: _with_tree(zero_shot_builtin(model, n_zero_shot, seed=seed, attribute="shape")),
              "zero_shot_colour": lambda: _scalars(zero_shot_builtin(model, n_zero_shot, seed=seed + 1, attribute="colour")),
              "retrieval": lambda: _with_intervals(retrieval_builtin(model, n_retrieval, seed=seed + 2, hits=True)),
              "probe": lambda: _scalars(probe_builtin(model, n_probe, n_probe // 2, seed=seed + 3)),
-             "hierarchy": lambda: hierarchy_report(model, n_hierarchy, seed=seed + 5),
+             "hierarchy": hierarchy,
              "binding": lambda: binding_builtin(model, n_binding, seed=seed + 6)}
     results = {"kind": kind, "run_dir": str(run_dir), "config": read("config.json"), "training": read("summary.json"),
                "environment": environment(), "seconds": {}}
@@ -82,12 +86,13 @@ def evaluate_run(run_dir, n_zero_shot: int = 600, n_retrieval: int = 500, n_prob
             tic = time.perf_counter()
             results[name] = task()
             results["seconds"][name] = time.perf_counter() - tic
-    (run_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    if figures:
-        import matplotlib.pyplot as plt
-        figs = hierarchy_figures(model, n_hierarchy, seed=seed + 5, out_dir=run_dir / "figures", name=kind)
-        for fig in figs.values():
-            plt.close(fig)
+        (run_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+        if figures:
+            import matplotlib.pyplot as plt
+            figs = hierarchy_figures(model, n_hierarchy, seed=seed + 5, out_dir=run_dir / "figures", name=kind,
+                                     scenes=held["scenes"])
+            for fig in figs.values():
+                plt.close(fig)
     return results
 
 # %% ../nbs/10c_evaluate.ipynb #dce5a754

@@ -244,11 +244,12 @@ def _jsonable(value):
 
 def hierarchy_report(model, n: int = 200, image_size: int = None, seed: int = 1, n_traverse: int = 24,
                      steps: int = 50, n_zero_shot: int = 200, per_level: int = 40, n_chains: int = 100,
-                     pool_attributes=("shape", "colour", "size", "position")) -> dict:
-    "Every hierarchy measurement of `model` on `n` held-out built-in scenes, as a JSON-ready dict (keys above)."
+                     pool_attributes=("shape", "colour", "size", "position"), scenes: dict = None) -> dict:
+    "Every hierarchy measurement of `model` on `n` held-out built-in scenes (or `scenes`, their `embed_scenes`), as a JSON-ready dict."
     if n < 2: raise ValueError(f"`n` must be at least 2, got {n}")
     tic = time.perf_counter()
-    s = embed_scenes(model, n, image_size, seed)
+    s = scenes if scenes is not None else embed_scenes(model, n, image_size, seed)
+    if len(s["scenes"]) != n: raise ValueError(f"`scenes` holds {len(s['scenes'])} scenes, not n={n}")
     pool = text_pool(1, pool_attributes)
     y_pool = embed_texts(model, pool.texts)
     root = None if is_hyperbolic(model) else clip_root(y_pool)
@@ -269,8 +270,9 @@ def hierarchy_report(model, n: int = 200, image_size: int = None, seed: int = 1,
               **_boot("image_entail_auc", lambda k: roc_auc(scores[np.ix_(k, k)], truth[np.ix_(k, k)]), n, 200, seed=seed),
               **chain_order(model, n_chains, seed),
               **caption_pair_metrics(model, per_level, seed, root),
-              **traversal_metrics(seqs, s["scenes"][:n_traverse], pool.texts, pool.captions),
-              "shape_tree": tree_metrics(SHAPES, *shape_zero_shot(model, n_zero_shot, image_size, seed))}
+              **traversal_metrics(seqs, s["scenes"][:n_traverse], pool.texts, pool.captions)}
+    if n_zero_shot:
+        report["shape_tree"] = tree_metrics(SHAPES, *shape_zero_shot(model, n_zero_shot, image_size, seed))
     report["seconds"] = time.perf_counter() - tic
     return _jsonable(report)
 
@@ -343,10 +345,10 @@ def plot_poincare(model, s: dict, ax=None):
 
 # %% ../nbs/10b_hierarchy.ipynb #f5540cfa
 def hierarchy_figures(model, n: int = 200, image_size: int = None, seed: int = 1, index: int = 0,
-                      pool_attributes=("shape", "colour"), out_dir=None, name: str = None) -> dict:
-    "The histogram, traversal and Poincaré figures of `model`: {'levels', 'traversal', 'poincare'} -> Figure."
+                      pool_attributes=("shape", "colour"), out_dir=None, name: str = None, scenes: dict = None) -> dict:
+    "The histogram, traversal and Poincaré figures of `model` on `n` scenes (or `scenes`, their `embed_scenes`): {'levels', 'traversal', 'poincare'} -> Figure."
     name = name or ("meru" if is_hyperbolic(model) else "clip")
-    s = embed_scenes(model, n, image_size, seed)
+    s = scenes if scenes is not None else embed_scenes(model, n, image_size, seed)
     pool = text_pool(1, pool_attributes)
     y_pool = embed_texts(model, pool.texts)
     root = None if is_hyperbolic(model) else clip_root(y_pool)

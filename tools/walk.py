@@ -1,0 +1,86 @@
+"""The walk of one call through the package: which modules it visits, and how often it crosses between them.
+
+A reviewer reads a call such as `evaluate_run(run_dir)` by following it from function to function.
+This tool does that walk by executing the call under a profiler hook and keeping the calls from one
+function of `meru_nb` to another (calls through torch or the standard library are attributed to the
+nearest `meru_nb` caller). It counts:
+
+- modules visited: the modules of `meru_nb` whose functions the call runs;
+- crossings: distinct edges from a function of one module to a function of another, each counted
+  once, as a reader meets it once; each is a step down into another module and, when that
+  function returns, a climb back up out of it;
+- entries per module: distinct edges into the module from another one;
+- calls per module: how many times the run actually entered the module from another one (work
+  done twice shows here: the same edge taken again).
+
+Usage: python tools/walk.py evaluate RUN_DIR [--json FILE]
+       (evaluates the run folder RUN_DIR with `evaluate_run`, which writes results.json and the
+       figures there, as `meru-nb evaluate` does)
+"""
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+PACKAGE = "meru_nb"
+
+
+def _module(frame) -> str | None:
+    "The `meru_nb` module a frame runs in, or None."
+    name = frame.f_globals.get("__name__", "")
+    return name if name == PACKAGE or name.startswith(PACKAGE + ".") else None
+
+
+def walk(call, *args, **kwargs) -> dict:
+    "Run `call(*args, **kwargs)` and return its walk: the modules, crossings and entries defined above, and its result."
+    edges, stack, calls = set(), [], Counter()
+
+    def hook(frame, event, arg):
+        if event == "call":
+            module = _module(frame)
+            caller = next((f for f in reversed(stack) if f is not None), None)
+            here = (module, frame.f_code.co_qualname) if module else None
+            if here and caller and caller != here:
+                edges.add((caller, here))
+                if caller[0] != module:
+                    calls[module] += 1
+            stack.append(here)
+        elif event == "return" and stack:
+            stack.pop()
+
+    sys.setprofile(hook)
+    try:
+        result = call(*args, **kwargs)
+    finally:
+        sys.setprofile(None)
+    crossings = sorted((a, b) for a, b in edges if a[0] != b[0])
+    modules = sorted({m for edge in edges for m, _ in edge})
+    entries = Counter(b[0] for _, b in crossings)
+    return {"modules": modules, "n_modules": len(modules), "crossings": len(crossings),
+            "entries": dict(entries.most_common()), "calls": dict(calls.most_common()), "edges": [[f"{a[0]}.{a[1]}", f"{b[0]}.{b[1]}"] for a, b in crossings],
+            "result": result}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["evaluate"], help="the call to walk: evaluate = meru_nb.evaluate.evaluate_run(RUN_DIR)")
+    p.add_argument("run_dir", help="a run folder (written by meru-nb train or make run)")
+    p.add_argument("--json", help="also write the walk, with every crossing, to this file")
+    a = p.parse_args(argv)
+    from meru_nb.evaluate import evaluate_run
+    if not Path(a.run_dir).is_dir():
+        p.error(f"run folder {a.run_dir!r} does not exist")
+    w = walk(evaluate_run, a.run_dir, figures=True, progress=False)
+    w.pop("result")
+    print(f"evaluate_run: {w['n_modules']} modules visited, {w['crossings']} crossings between them "
+          f"(each a climb back up when it returns)")
+    for key in ("entries", "calls"):
+        print(f"{key}: " + ", ".join(f"{m.removeprefix(PACKAGE + '.')} {n}" for m, n in w[key].items()))
+    if a.json:
+        Path(a.json).write_text(json.dumps(w, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
