@@ -67,7 +67,7 @@ run: install
 	@mkdir -p $(foreach m,$(MODELS),$(RUNS)/$(m))
 	@echo "training $(MODELS) on the built-in scenes (logs: $(RUNS)/*/log.jsonl)"
 	pids=""; for m in $(MODELS); do \
-	  OMP_NUM_THREADS=1 $(PM) nbs/20_train.ipynb $(RUNS)/$$m/train.ipynb -p model $$m -p out_dir $(RUNS)/$$m -p overwrite True & pids="$$pids $$!"; \
+	  OMP_NUM_THREADS=1 $(PM) nbs/20_train.ipynb $(RUNS)/$$m/train.ipynb -p preset cpu_$$m -p out_dir $(RUNS)/$$m -p overwrite True & pids="$$pids $$!"; \
 	done; for p in $$pids; do wait $$p; done
 	@echo "evaluating $(MODELS) on held-out scenes"
 	pids=""; for m in $(MODELS); do \

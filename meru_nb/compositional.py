@@ -25,6 +25,7 @@ from .embed import embed_images, embed_texts, is_hyperbolic, load_model, model_s
 from .zeroshot import scores
 from .stats import bootstrap_ci, bootstrap_draws, percentile_interval, roc_auc
 from .binding import entailment_score
+from .config import CPU_RECIPE
 from .hierarchy import clip_root, generality, traverse
 from .hycoclip import crop_object
 from .evaluate import HEADLINE, compare, differences, evaluate_run
@@ -102,7 +103,7 @@ def satisfies_any(scene, part) -> bool:
 
 # %% ../nbs/11b_compositional.ipynb #06859e89
 KINDS = ("hycoclip", "meru", "clip")
-STUDY_STEPS = 1500        # make run's schedule
+STUDY_STEPS = CPU_RECIPE["steps"]   # make run's schedule
 TEST_SEED = 1000          # the results chapter's held-out scenes
 
 def compositional_run(kind: str, steps: int, seed: int, out_dir) -> dict:

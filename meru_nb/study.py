@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['LAMBDAS', 'SEEDS', 'MARKS', 'VALIDATION_SEED', 'MIN_RADIUS', 'REMEDY', 'QUANTILES', 'METRICS', 'OFF', 'REMEDIES',
-           'EARLIER', 'ARMS', 'TOWERS_FIRST', 'BINDING_START', 'RUN_START', 'STEP_ARMS', 'ABLATIONS', 'BINDING_ARMS',
+           'EARLIER', 'ARMS', 'TOWERS_FIRST', 'RUN_START', 'STEP_ARMS', 'ABLATIONS', 'BINDING_ARMS',
            'SEEDED_BINDING_ARMS', 'recipe', 'measure', 'study_run', 'run_pool', 'run_study', 'main', 'run_remedy_study',
            'summarize', 'steps_run', 'run_steps_study']
 
@@ -25,7 +25,7 @@ from .data import HierarchicalScenes
 from .encoders import tokenize
 from .evaluate import evaluate_run, lookup
 from .sysinfo import environment
-from .config import TrainConfig
+from .config import BINDING_START, CPU_RECIPE, TrainConfig
 from .train import train
 
 # %% ../nbs/11_study.ipynb #b14dcf30
@@ -36,12 +36,12 @@ VALIDATION_SEED = 500                   # the measurements' scenes; the test sce
 MIN_RADIUS = 0.1                        # K of the entailment cones (the paper's; the loss's own default)
 REMEDY = {"entail_warmup": 500}         # MERU's deviation from the paper in make run: λ rises over 500 steps (chosen below)
 
-def recipe(entail_weight: float, seed: int, out_dir, steps: int = 1000, size: str = "cpu", model: str = "meru",
-           **overrides) -> TrainConfig:
-    "The studies' recipe for `model` (MERU with entailment weight `entail_weight`) and seed `seed`; `overrides`: other fields. `make run` (nbs/20_train.ipynb) is this with `RUN_START`."
-    base = dict(out_dir=str(out_dir), model=model, size=size, entail_weight=float(entail_weight), image_size=64,
-                n_samples=100_000, steps=steps, batch_size=64, lr=3e-4, warmup_steps=min(150, steps), grad_clip=1.0,
-                seed=seed, ckpt_every=0, progress=False, **(REMEDY if model != "clip" else {}))
+def recipe(entail_weight: float, seed: int, out_dir, steps: int = CPU_RECIPE["steps"], size: str = "cpu",
+           model: str = "meru", **overrides) -> TrainConfig:
+    "The studies' recipe: make run's (`config.CPU_RECIPE`) without the binding start, for `model` (MERU with entailment weight `entail_weight` and REMEDY) and seed `seed`; `overrides`: other fields."
+    base = {**CPU_RECIPE, "out_dir": str(out_dir), "model": model, "size": size, "entail_weight": float(entail_weight),
+            "steps": steps, "warmup_steps": min(CPU_RECIPE["warmup_steps"], steps), "seed": seed, "ckpt_every": 0,
+            "progress": False, **(REMEDY if model != "clip" else {})}
     return TrainConfig(**{**base, **overrides})
 
 # %% ../nbs/11_study.ipynb #000deb43
@@ -248,9 +248,8 @@ def summarize(runs: list, key: str) -> dict:
     return {lam: (float(np.mean(v)), float(np.min(v)), float(np.max(v)), len(v)) for lam, v in sorted(by.items())}
 
 # %% ../nbs/11_study.ipynb #52265d32
-TOWERS_FIRST = {"pretrain_text": 750, "pretrain_image": 300}    # chapter 10a's towers-alone runs that bind (chapter 07d)
-BINDING_START = {"hard_negatives": True, "binding_share": 0.6, **TOWERS_FIRST}   # the binding start (chosen below)
-RUN_START = {**BINDING_START, "entail_warmup": 0}    # what make run adds to `recipe`: the start, and λ from step 0 (chosen below)
+TOWERS_FIRST = {k: BINDING_START[k] for k in ("pretrain_text", "pretrain_image")}   # chapter 10a's towers-alone runs (07d)
+RUN_START = {**BINDING_START, "entail_warmup": CPU_RECIPE["entail_warmup"]}   # make run's preset is `recipe` with these
 
 STEP_ARMS = {"CLIP": ("clip", {"hard_negatives": False}),      # model and TrainConfig fields on top of `recipe`
              "CLIP, hard negatives": ("clip", {"hard_negatives": True}),

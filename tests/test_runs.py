@@ -126,24 +126,23 @@ def test_results_chapter_reads_the_runs(runs, tmp_path, monkeypatch):
     assert "No evaluated runs" in outputs(nb) and "| metric |" not in outputs(nb)
 
 
-def test_the_train_notebook_is_the_studies_recipe():
-    "The defaults of nbs/20_train.ipynb are `study.recipe` with `RUN_START` (the binding start, λ from step 0), for MERU and CLIP: make run's runs are the runs the studies chose."
-    import dataclasses, re
-    from meru_nb.config import TrainConfig
-    from meru_nb.study import BINDING_START, RUN_START, recipe
+def test_make_run_trains_its_preset_which_is_the_studies_recipe_with_the_binding_start():
+    "nbs/20_train.ipynb starts from a preset (make run: cpu_meru, cpu_clip) and holds no value of its own; each preset is `study.recipe` with `RUN_START` for its model: make run's runs are the runs the studies chose."
+    import dataclasses
+    from meru_nb.config import CPU_RECIPE, PRESETS, TrainConfig
+    from meru_nb.study import RUN_START, recipe
     cell = next(c for c in json.loads((NBS / "20_train.ipynb").read_text())["cells"]
                 if "parameters" in c.get("metadata", {}).get("tags", []))
     values = {}
     exec("".join(cell["source"]), {}, values)
-    assert values.pop("allow_pipe") is False                  # the notebook's own guard, not a TrainConfig field
-    assert values.pop("binding_start") is True                # on: the notebook adds RUN_START (its config cell)
-    assert RUN_START == {**BINDING_START, "entail_warmup": 0} and values["entail_warmup"] == 0
-    steps = values["steps"]
+    assert (values.pop("preset"), values.pop("binding_start"), values.pop("allow_pipe")) == ("cpu_meru", True, False)
+    assert values and all(v is None for v in values.values()), values           # the recipe's values live in the preset
+    assert "-p preset cpu_$$m" in (ROOT / "Makefile").read_text()
     for model in ("meru", "clip"):
-        notebook = TrainConfig(**{**RUN_START, **values, "model": model})
-        studied = recipe(values["entail_weight"], values["seed"], values["out_dir"], steps, model=model, **RUN_START)
-        skip = {"out_dir", "model", "ckpt_every", "progress", "overwrite", "resume"}
-        mine = {k: v for k, v in dataclasses.asdict(notebook).items() if k not in skip}
+        preset = TrainConfig(**PRESETS[f"cpu_{model}"])
+        studied = recipe(CPU_RECIPE["entail_weight"], preset.seed, preset.out_dir, CPU_RECIPE["steps"], model=model, **RUN_START)
+        skip = {"ckpt_every", "progress"}                                      # the studies keep no checkpoints, show no bar
+        mine = {k: v for k, v in dataclasses.asdict(preset).items() if k not in skip}
         theirs = {k: v for k, v in dataclasses.asdict(studied).items() if k not in skip}
         if model == "clip":       # CLIP ignores MERU's options; the recipe leaves them at 0 for it
             for k in ("entail_start", "entail_warmup", "entail_gate", "text_floor"): mine.pop(k); theirs.pop(k)
