@@ -4,6 +4,7 @@ chapters (the book's order, `_toc.yml`). Imports are read from the source (every
 statement, also those inside functions, and `importlib.import_module` of a literal name), so a lazy
 import counts like any other."""
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,17 @@ def test_a_chapter_imports_only_earlier_chapters():
     found = later_imports(graph(), place)
     assert found == LATER_IMPORTS, {m: (found.get(m), LATER_IMPORTS.get(m)) for m in set(found) | set(LATER_IMPORTS)
                                     if found.get(m) != LATER_IMPORTS.get(m)}
+
+
+def test_every_make_target_is_in_the_help_and_the_readme():
+    "One text for each command: each target of the Makefile's .PHONY line has a line in `make help` and appears in the README."
+    root = PACKAGE.parent
+    makefile = (root / "Makefile").read_text()
+    phony = re.search(r"^\.PHONY:(.*)$", makefile, re.M)[1].split()
+    targets = {m[1] for m in re.finditer(r"^([a-z][\w-]*):", makefile, re.M)}
+    assert set(phony) == targets, f"targets and .PHONY differ: {set(phony) ^ targets}"
+    help_text = makefile[makefile.index("help:"):makefile.index("\n\n", makefile.index("help:"))]
+    readme = (root / "README.md").read_text()
+    missing = {t: [where for where, text in (("help", help_text), ("README", readme))
+                   if not re.search(rf"make {re.escape(t)}(?![\w-])", text)] for t in phony if t != "help"}
+    assert not any(missing.values()), {t: w for t, w in missing.items() if w}
