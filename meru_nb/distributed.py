@@ -133,7 +133,7 @@ def check_data(cfg: TrainConfig):
             shard_dataset(shards, train_transform(cfg.image_size), resampled=True, rank=0, world_size=1, log=SkipLog(quiet=True))
 
 def make_loader(cfg: TrainConfig, context_length: int, start: int, stop: int, rank: int = 0, world_size: int = 1):
-    "This rank's micro-batches `start`…`stop - 1` as (images, tokens, [boxes,] skip counts, skip examples); `.at_load`: a table's dropped rows."
+    "This rank's micro-batches `start`…`stop - 1`, each a `Batch` (its inputs, and what was skipped); `.at_load`: a table's dropped rows."
     kind, local = data_kind(cfg.data), cfg.batch_size // world_size
     common, at_load = dict(num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available()), ([0] * len(SKIP_REASONS), {})
     if kind == "shards":

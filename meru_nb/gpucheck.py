@@ -128,7 +128,7 @@ def first_step(fields: dict, device: torch.device, rank: int = 0, world: int = 1
     model = initial_model(cfg, device)
     net = wrap_model(model, cfg, device, world)
     batch = next(iter(make_loader(cfg, model.config["towers"]["context_length"], 0, 1, rank, world)))
-    loss = net(*[t.to(device) for t in batch[:-2]])["loss"]     # the last two: the loader's skip counts and examples
+    loss = net(*[t.to(device) for t in batch.inputs])["loss"]
     loss.backward()
     return loss.detach(), {n: p.grad.detach().cpu() for n, p in model.named_parameters() if p.grad is not None}
 

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['SKIP_REASONS', 'IMAGE_EXTENSIONS', 'to_float_tensor', 'train_transform', 'eval_transform', 'SkippedSampleWarning',
-           'SkipLog', 'CountSkips', 'to_rgb', 'decode_image', 'sample_caption', 'segment_subreddit', 'redcaps_caption',
-           'expand_shards', 'distributed_rank', 'split_by_rank', 'shard_dataset', 'read_utf8', 'CsvDataset',
-           'loader_throughput']
+           'SkipLog', 'Batch', 'CountSkips', 'to_rgb', 'decode_image', 'sample_caption', 'segment_subreddit',
+           'redcaps_caption', 'expand_shards', 'distributed_rank', 'split_by_rank', 'shard_dataset', 'read_utf8',
+           'CsvDataset', 'loader_throughput']
 
 # %% ../nbs/06c_pipelines.ipynb #7043665a
 import codecs
@@ -23,6 +23,7 @@ import warnings
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -109,15 +110,21 @@ def _as_dict(self, n_examples: int = 3) -> dict:
 
 SkipLog.take, SkipLog.merge, SkipLog.as_dict = _take, _merge, _as_dict
 
+class Batch(NamedTuple):
+    "What a training loader yields: the model's inputs, and what its worker skipped since its last batch."
+    inputs: tuple       # the model's positional arguments: images, tokens (and HyCoCLIP's boxes, chapter 11a)
+    skipped: list       # samples skipped, one count per reason of SKIP_REASONS
+    examples: dict      # {reason: names of the skipped samples}, as SkipLog.take gives them
+
 class CountSkips:
-    "A loader's collate_fn: `collate`'s batch followed by what its worker skipped since its last batch, (*batch, counts, examples)."
+    "A loader's collate_fn: `collate`'s batch as the inputs of a `Batch`, with what its worker skipped since its last batch."
     def __init__(self, collate, dataset): self.collate, self.dataset = collate, dataset
 
-    def __call__(self, samples):
+    def __call__(self, samples) -> Batch:
         info = get_worker_info()                                   # in a worker: that process's copy of the dataset
         log = getattr(info.dataset if info else self.dataset, "log", None)
         counts, examples = log.take() if log is not None else ([0] * len(SKIP_REASONS), {})
-        return (*self.collate(samples), counts, examples)
+        return Batch(tuple(self.collate(samples)), counts, examples)
 
 
 # %% ../nbs/06c_pipelines.ipynb #f24ca758

@@ -93,7 +93,7 @@ def initial_model(cfg: TrainConfig, device="cpu") -> nn.Module:
     torch.manual_seed(cfg.seed)
     if cfg.init_from:                          # alphas calibrated on 256 of the run's own pairs
         first = lambda ctx: next(iter(make_loader(dataclasses.replace(cfg, batch_size=256, num_workers=0, accum_steps=1),
-                                                  ctx, 0, 1)))[:2]
+                                                  ctx, 0, 1))).inputs[:2]
         start = plugin(START_GROUP, "clip")     # chapter 11c's, registered as an entry point (chapter 05)
         return start(cfg.init_from, cfg, first).to(device)
     hyperbolic = issubclass(model_class(cfg.model), MERU)                    # MERU and HyCoCLIP
@@ -259,10 +259,10 @@ def _run(cfg, model, optimizer, scheduler, scaler, out_dir, lead, rank, world, d
     try:
         for step in bar:
             tic = time.perf_counter()
-            micro = [next(batches) for _ in range(cfg.accum_steps)]        # (images, tokens, [boxes,] skip counts, examples)
-            for *_, ex in micro: examples.merge([0] * len(SKIP_REASONS), ex)
-            counts = [sum(c) for c in zip(*(m[-2] for m in micro))]
-            record, counts = _train_step(net, model, [m[:-2] for m in micro], optimizer, scheduler, scaler, cfg,
+            micro = [next(batches) for _ in range(cfg.accum_steps)]        # Batches: inputs and skips (chapter 06c)
+            for m in micro: examples.merge([0] * len(SKIP_REASONS), m.examples)
+            counts = [sum(c) for c in zip(*(m.skipped for m in micro))]
+            record, counts = _train_step(net, model, [m.inputs for m in micro], optimizer, scheduler, scaler, cfg,
                                          precision, device, step, counts)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)

@@ -32,7 +32,7 @@ def first_step(cfg: TrainConfig, rank: int = 0, world: int = 1) -> tuple:
     model, *_ = T._build(cfg, device)
     net = wrap_model(model, cfg, device, world)
     batch = next(iter(make_loader(cfg, model.config["towers"]["context_length"], 0, 1, rank, world)))
-    loss = net(*batch[:-2])["loss"]                  # (images, tokens[, boxes]); the last two: skip counts
+    loss = net(*batch.inputs)["loss"]                 # (images, tokens[, boxes])
     loss.backward()                                  # under DDP: gradients averaged over the processes
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
