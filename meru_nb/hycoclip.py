@@ -134,8 +134,8 @@ def masked_mean(values: Tensor, mask: Tensor, count: Tensor = None) -> Tensor:
 def box_count(has_box: Tensor) -> Tensor:
     "The number of boxed samples per process, averaged over the processes (its own count in one process)."
     n = has_box.sum().float()
-    if tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1:
-        n = n.clone(); tdist.all_reduce(n); n = n / tdist.get_world_size()
+    if world_size() > 1:
+        n = n.clone(); tdist.all_reduce(n); n = n / world_size()
     return n
 
 # %% ../nbs/11a_hycoclip.ipynb #9efa9f93

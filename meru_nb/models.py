@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MODEL_KINDS', 'KIND_GROUP', 'START_GROUP', 'MODEL_FORMAT', 'SCALAR_NAMES',
-           'REFERENCE_SCALAR_NAMES', 'PixelTower', 'BagOfTokensTower', 'world_size', 'gather_features', 'local_targets',
-           'paired_logits', 'symmetric_cross_entropy', 'contrastive_loss', 'as_pixels', 'CLIPBaseline', 'MERU',
-           'registered', 'plugin', 'model_kinds', 'model_class', 'build_model', 'build_on_open_clip', 'save', 'load',
-           'from_reference', 'to_reference', 'import_reference', 'export_reference']
+           'REFERENCE_SCALAR_NAMES', 'PixelTower', 'BagOfTokensTower', 'rank_and_world', 'world_size',
+           'gather_features', 'local_targets', 'paired_logits', 'symmetric_cross_entropy', 'contrastive_loss',
+           'as_pixels', 'CLIPBaseline', 'MERU', 'registered', 'plugin', 'model_kinds', 'model_class', 'build_model',
+           'build_on_open_clip', 'save', 'load', 'from_reference', 'to_reference', 'import_reference',
+           'export_reference']
 
 # %% ../nbs/05_models.ipynb #e8708dc3
 import dataclasses
@@ -52,13 +53,19 @@ class BagOfTokensTower(nn.Module):
         return (self.embed(tokens) * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)
 
 # %% ../nbs/05_models.ipynb #f890634b
-def _distributed() -> bool:
-    "True inside a process group of more than one process."
-    return tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1
+def rank_and_world() -> tuple[int, int]:
+    "(this process's rank, the number of processes) in torch.distributed's process group; (0, 1) outside one. The book's one test of it."
+    if tdist.is_available() and tdist.is_initialized():
+        return tdist.get_rank(), tdist.get_world_size()
+    return 0, 1
 
 def world_size() -> int:
     "Processes whose features are gathered: 1 when not distributed."
-    return tdist.get_world_size() if _distributed() else 1
+    return rank_and_world()[1]
+
+def _distributed() -> bool:
+    "True inside a process group of more than one process."
+    return world_size() > 1
 
 class _GatherWithGrad(torch.autograd.Function):
     "All-gather along the batch; backward sums every process's gradient for this process's slot."

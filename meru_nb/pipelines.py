@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['SKIP_REASONS', 'IMAGE_EXTENSIONS', 'to_float_tensor', 'train_transform', 'eval_transform', 'SkippedSampleWarning',
            'SkipLog', 'Batch', 'CountSkips', 'to_rgb', 'decode_image', 'sample_caption', 'segment_subreddit',
-           'redcaps_caption', 'expand_shards', 'distributed_rank', 'split_by_rank', 'shard_dataset', 'read_utf8',
-           'CsvDataset', 'loader_throughput']
+           'redcaps_caption', 'expand_shards', 'split_by_rank', 'shard_dataset', 'read_utf8', 'CsvDataset',
+           'loader_throughput']
 
 # %% ../nbs/06c_pipelines.ipynb #7043665a
 import codecs
@@ -36,6 +36,7 @@ from torchvision.transforms import v2
 
 from .data import HierarchicalScenes, write_shards
 from .encoders import tokenize
+from .models import rank_and_world
 from .sysinfo import hardware, software
 
 # %% ../nbs/06c_pipelines.ipynb #850870be
@@ -193,12 +194,6 @@ def expand_shards(urls) -> list:
     return out
 
 # %% ../nbs/06c_pipelines.ipynb #79a6d9c3
-def distributed_rank():
-    "(rank, world_size) from `torch.distributed` when it is initialised, else (0, 1)."
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
 class split_by_rank:
     "A pipeline stage keeping every `world_size`-th shard starting at `rank`."
     def __init__(self, rank: int, world_size: int): self.rank, self.world_size = rank, world_size
@@ -285,7 +280,7 @@ def shard_dataset(urls, transform=None, context_length: int = 77, resampled: boo
     "Webdataset shards -> (image (3, S, S) in [0, 1], token ids); split by rank then worker, or resampled forever."
     shards = expand_shards(urls)
     if (rank is None) != (world_size is None): raise ValueError("give both `rank` and `world_size`, or neither")
-    if rank is None: rank, world_size = distributed_rank()
+    if rank is None: rank, world_size = rank_and_world()      # chapter 05
     if not 0 <= rank < world_size: raise ValueError(f"`rank` must be in [0, {world_size}), got {rank}")
     if not resampled and len(shards) < world_size:
         raise ValueError(f"{len(shards)} shard(s) cannot be split across {world_size} ranks; use more shards or `resampled=True`")

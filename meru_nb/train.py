@@ -71,10 +71,10 @@ def _train_step(net, run: Run, batches, cfg, step, skipped=None) -> tuple:
         total = values if total is None else total + values
     skipped, n = list(skipped if skipped is not None else [0] * len(SKIP_REASONS)), len(keys)
     reduced = []
-    if dist.is_initialized() and dist.get_world_size() > 1:     # the skip counts ride in the same reduction
+    if run.world > 1:                                   # the skip counts ride in the same reduction
         both = torch.cat([total, torch.tensor(skipped, dtype=total.dtype).to(total.device)])
         dist.all_reduce(both)
-        total, reduced = both[:n] / dist.get_world_size(), [both[n:]]
+        total, reduced = both[:n] / run.world, [both[n:]]
     scaler.unscale_(optimizer)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     norm = total_norm([p.grad for p in params if p.grad is not None])   # the same on every rank: gradients are reduced
