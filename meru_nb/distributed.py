@@ -145,8 +145,8 @@ def make_loader(cfg: TrainConfig, context_length: int, start: int, stop: int, ra
     if kind == "table":
         data, collate = CsvDataset(cfg.data, train_transform(cfg.image_size), context_length=context_length), default_collate
         at_load = data.log.take()             # rows dropped on reading, counted once here (the workers start after it)
-    elif hasattr(model_class(cfg.model), "training_data"):   # a kind with its own pairs: HyCoCLIP's boxes (11a)
-        data, collate = model_class(cfg.model).training_data(cfg, context_length)
+    elif own := getattr(model_class(cfg.model), "training_data", None):   # a kind with its own pairs: HyCoCLIP's boxes (11a)
+        data, collate = own(cfg, context_length)
     else:
         data = HierarchicalScenes(cfg.n_samples, cfg.image_size, cfg.seed, negatives=cfg.hard_negatives,
                                   binding_share=cfg.binding_share)

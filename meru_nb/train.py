@@ -243,9 +243,9 @@ def train(cfg: TrainConfig) -> nn.Module:
         _tensorboard_writer_class()                 # fails now, before the run folder is touched, if it is missing
     check_out_dir(cfg)
     check_data(cfg)
-    out_dir, lead = Path(cfg.out_dir), rank == 0
+    out_dir = Path(cfg.out_dir)
     run = Run(*_build(cfg, device), device, resolve_precision(cfg.precision, device), rank, world)
-    model = run.model
+    model, lead = run.model, run.lead
     if cfg.resume:
         start, elapsed = restore_run_state(out_dir, model, run.optimizer, run.scheduler, run.scaler, device, lead)
     else:
