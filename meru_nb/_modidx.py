@@ -678,6 +678,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'meru_nb.train._finish': ('train.html#_finish', 'meru_nb/train.py'),
                                'meru_nb.train._memory_mb': ('train.html#_memory_mb', 'meru_nb/train.py'),
                                'meru_nb.train._run': ('train.html#_run', 'meru_nb/train.py'),
+                               'meru_nb.train._sigint_deferred': ('train.html#_sigint_deferred', 'meru_nb/train.py'),
                                'meru_nb.train._skip_totals': ('train.html#_skip_totals', 'meru_nb/train.py'),
                                'meru_nb.train._stop_diverged': ('train.html#_stop_diverged', 'meru_nb/train.py'),
                                'meru_nb.train._tensorboard': ('train.html#_tensorboard', 'meru_nb/train.py'),

@@ -10,9 +10,11 @@ __all__ = ['PRETRAIN_LR', 'Run', 'initial_model', 'centre_pixels', 'warm_cosine'
 import dataclasses
 import json
 import math
+import signal
+import threading
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -233,6 +235,22 @@ def _finish(out_dir: Path, cfg: TrainConfig, device: torch.device, world_size: i
                       f"{str(out_dir / 'summary.json')!r}", SkippedSampleWarning, stacklevel=3)
     return summary
 
+# %% ../nbs/07d_train.ipynb #c6b449ba
+@contextmanager
+def _sigint_deferred():
+    "Hold a Ctrl-C (SIGINT) that arrives inside the block until the block has ended, then deliver it as the process would have."
+    if threading.current_thread() is not threading.main_thread():   # only the main thread may set handlers
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)
+
 # %% ../nbs/07d_train.ipynb #ed31e8a2
 def train(cfg: TrainConfig) -> nn.Module:
     "Train the model of `cfg` for `cfg.steps` steps (or to `cfg.stop_at`), on one process or under torchrun; returns the model."
@@ -300,8 +318,9 @@ def _run(cfg: TrainConfig, run: Run, out_dir: Path, start: int, elapsed: float):
                         if k != "step" and isinstance(v, (int, float)): writer.add_scalar(k, v, step + 1)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", samples_s=f"{rate:.0f}")
                 if step + 1 == stop or (cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0):
-                    save_run_state(out_dir, step + 1, elapsed, model, run.optimizer, run.scheduler, run.scaler, cfg)
-                    saved = step + 1
+                    with _sigint_deferred():           # the checkpoint on disk and `saved` change together
+                        save_run_state(out_dir, step + 1, elapsed, model, run.optimizer, run.scheduler, run.scaler, cfg)
+                        saved = step + 1
             done = step + 1
     except KeyboardInterrupt:
         where = (f"the run is saved at step {saved} in {str(out_dir)!r}: continue it with resume=True (--resume true)"

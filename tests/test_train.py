@@ -450,3 +450,15 @@ def test_a_run_from_before_a_new_field_resumes(tmp_path):
     path.write_text(json.dumps({k: v for k, v in old.items() if k != "pretrain_text"}))
     with pytest.raises(ValueError, match="pretrain_text"):           # a newer field set away from its default is a new run
         train(tiny(tmp_path, resume=True, pretrain_text=3, **kw))
+
+
+def test_a_ctrl_c_during_a_checkpoint_waits_for_the_checkpoint():
+    "SIGINT inside the save is held until the checkpoint and the step the loop reports agree, then raised as before."
+    import signal
+    import meru_nb.train as T
+    before, done = signal.getsignal(signal.SIGINT), []
+    with pytest.raises(KeyboardInterrupt):
+        with T._sigint_deferred():
+            signal.raise_signal(signal.SIGINT)
+            done.append("saved")
+    assert done == ["saved"] and signal.getsignal(signal.SIGINT) is before
