@@ -16,7 +16,7 @@ from .data import HierarchicalScenes, pairs_batch
 from .scenes import Caption, Part, Scene, caption_text, describes, generalises
 from .embed import embed_images, embed_texts, is_hyperbolic, model_sizes
 from .entailment import exterior_angle, half_aperture
-from .stats import bootstrap_ci
+from .stats import Estimate, bootstrap_ci
 from .train import centre_pixels, train_on_pairs, warm_cosine
 from .zeroshot import scores
 
@@ -76,9 +76,7 @@ def binding_builtin(model, n: int = 400, seed: int = 6, image_size: int = None) 
         rows = {"image": (scores(model, x_img, t).diagonal(), scores(model, x_img, s).diagonal()),
                 "caption": (entailment_score(model, t, f), entailment_score(model, s, f))}
         for direction, (true, swapped) in rows.items():
-            correct = _wins(true, swapped)
-            out[f"{swap}_{direction}"] = {"top1": float(np.mean(correct)), "top1_ci": bootstrap_ci(correct),
-                                          "correct": correct}
+            out[f"{swap}_{direction}"] = Estimate.mean(_wins(true, swapped))
     out["example"] = {swap: [caption_text(c) for c in binding_captions(scenes[0], swap)] for swap in SWAPS}
     return out
 
@@ -170,7 +168,7 @@ def binding_in_contrast(start: str = "scratch", steps: int = 600, pretrain_steps
         found = binding_builtin(model, n_val, seed=val_seed)
         model.train()
         trace.append({"step": k + 1, "loss": loss.item(), "batch_true_above_negative": float(np.mean(_wins(true, swapped))),
-                      **{f"{swap}_image": found[f"{swap}_image"]["top1"] for swap in SWAPS}})
+                      **{f"{swap}_image": found[f"{swap}_image"].value for swap in SWAPS}})
     return {"start": start, "positions": positions, "pretrain_steps": sum(pretrain_steps[tower] for tower in towers),
             "steps": steps, "share": share, "lr": lr, "batch_size": batch_size, "seed": seed, "n_val": n_val,
             "seconds": time.perf_counter() - tic, "trace": trace}

@@ -28,7 +28,7 @@ from .binding import entailment_score
 from .config import CPU_RECIPE
 from .hierarchy import clip_root, generality, traverse
 from .hycoclip import crop_object
-from .evaluate import HEADLINE, compare, differences, evaluate_run
+from .evaluate import HEADLINE, compare, differences, evaluate_run, read_results
 from .study import recipe, run_pool
 from .sysinfo import environment
 from .train import train
@@ -144,7 +144,7 @@ def run_compositional_study(out: str = "nbs/results/hycoclip_study.json", work_d
     run_pool(list(kinds), lambda kind: ["--one", kind, str(steps), str(seed), str(folder(kind))], workers,
              "hycoclip study runs", entry=_ENTRY)
     runs = {k: json.loads((folder(k) / "compositional.json").read_text()) for k in kinds}
-    results = {k: json.loads((folder(k) / "results.json").read_text()) for k in kinds}
+    results = {k: read_results(folder(k)) for k in kinds}
     traversals = {k: traversals_of(load_model(folder(k))) for k in kinds}
     result = {"command": "make study-hycoclip", "environment": environment(), "wall_seconds": time.perf_counter() - tic,
               "train_seconds": sum(r["train_seconds"] for r in runs.values()),   # also of runs kept from before

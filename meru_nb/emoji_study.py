@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['VERSION', 'VENDORS', 'TEST_VENDOR', 'ROWS_PER_PICTURE', 'package_path', 'training_table', 'tree_nodes',
            'test_embeddings', 'zero_shot_tree', 'name_retrieval', 'node_sample', 'caption_metrics', 'image_entailment',
-           'traversals', 'evaluate_emoji', 'headline', 'value_ci', 'paired', 'compare', 'goals', 'emoji_config',
-           'finished', 'value_text', 'run_emoji_study', 'main']
+           'traversals', 'evaluate_emoji', 'headline', 'compare', 'goals', 'emoji_config', 'finished', 'value_text',
+           'run_emoji_study', 'main']
 
 # %% ../nbs/11e_emoji_study.ipynb #b08891eb
 import argparse
@@ -29,7 +29,7 @@ from .hierarchy import clip_traversal, generality, meru_traversal
 from .models import load
 from .pipelines import to_float_tensor
 from .retrieval import chance_recall, recall_at_k
-from .stats import bootstrap_ci, bootstrap_draws, percentile_interval, spearman
+from .stats import Estimate, bootstrap_draws, spearman
 from .study import recipe, run_pool
 from .sysinfo import environment
 from .train import train
@@ -183,36 +183,32 @@ def _strongest(r: dict) -> tuple:
     return max(r["captions"]["generality"].items(), key=lambda kv: kv[1]["spearman"])
 
 def headline(r: dict) -> dict:
-    "{metric: ('items', 0/1 per item) or ('draws', value, bootstrap draws)} of one model's `evaluate_emoji` result."
+    "{metric: Estimate} of one model's `evaluate_emoji` result: hit rates in percent with their items, the rest with their draws."
     z, hits = r["zero_shot"], r["retrieval"]["hits"]
-    out = {"zero-shot category, top-1 %": ("items", z["category"]["top1"]),
-           "zero-shot subcategory, top-1 %": ("items", z["subcategory"]["top1"]),
-           "zero-shot subcategory, top-5 %": ("items", z["subcategory"]["top5"]),
-           **{f"name retrieval, {words} R@{k} %": ("items", hits[f"{way}_R@{k}"])
+    percent = lambda items: Estimate.mean(100 * np.asarray(items, dtype=float))
+    out = {"zero-shot category, top-1 %": percent(z["category"]["top1"]),
+           "zero-shot subcategory, top-1 %": percent(z["subcategory"]["top1"]),
+           "zero-shot subcategory, top-5 %": percent(z["subcategory"]["top5"]),
+           **{f"name retrieval, {words} R@{k} %": percent(hits[f"{way}_R@{k}"])
               for way, words in (("i2t", "image → name"), ("t2i", "name → image")) for k in (1, 5)}}
     g = _strongest(r)[1]
-    out["generality Spearman"] = ("draws", g["spearman"], g["draws"])
-    out["entailment AUC, caption → caption"] = ("draws", r["captions"]["auc"], r["captions"]["auc_draws"])
-    out["entailment AUC, caption → image"] = ("draws", r["image_entailment"]["auc"], r["image_entailment"]["draws"])
+    out["generality Spearman"] = Estimate.of_draws(g["spearman"], g["draws"])
+    out["entailment AUC, caption → caption"] = Estimate.of_draws(r["captions"]["auc"], r["captions"]["auc_draws"])
+    out["entailment AUC, caption → image"] = Estimate.of_draws(r["image_entailment"]["auc"], r["image_entailment"]["draws"])
     t = r["traversals"]
-    out["traversal captions true of the picture %"] = ("draws", t["true"], t["true_draws"])
-    out["traversal steps to a more generic caption %"] = ("draws", t["generic"], t["generic_draws"])
+    out["traversal captions true of the picture %"] = Estimate.of_draws(t["true"], t["true_draws"])
+    out["traversal steps to a more generic caption %"] = Estimate.of_draws(t["generic"], t["generic_draws"])
     return out
 
-def value_ci(m: tuple) -> tuple:
-    "(value, [lo, hi]) of a `headline` entry: percentages for items."
-    if m[0] == "items": return 100 * float(np.mean(m[1])), [100 * v for v in bootstrap_ci(m[1])]
-    return m[1], percentile_interval(m[2])
-
-def paired(a: tuple, b: tuple) -> tuple:
-    "(difference, [lo, hi]) of two models' `headline` entries, resampled in pairs."
-    if a[0] == "items": return 100 * float(np.mean(a[1]) - np.mean(b[1])), [100 * v for v in bootstrap_ci(a[1], b[1])]
-    return a[1] - b[1], percentile_interval(np.array(a[2]) - np.array(b[2]))
+def _cells(e: Estimate | None) -> tuple:
+    "(value, [lo, hi]) of an estimate, nan where it could not be computed (or, for a difference, where nothing pairs)."
+    nan = lambda x: math.nan if x is None else x
+    return (math.nan, [math.nan, math.nan]) if e is None else (nan(e.value), [nan(x) for x in e.interval])
 
 def compare(meru: dict, clip: dict) -> list:
-    "Rows (metric, MERU (value, ci), CLIP (value, ci), MERU − CLIP (difference, ci))."
+    "Rows (metric, MERU (value, ci), CLIP (value, ci), MERU − CLIP (difference, paired ci))."
     hm, hc = headline(meru), headline(clip)
-    return [(name, value_ci(hm[name]), value_ci(hc[name]), paired(hm[name], hc[name])) for name in hm]
+    return [(name, _cells(hm[name]), _cells(hc[name]), _cells(hm[name].minus(hc[name]))) for name in hm]
 
 # %% ../nbs/11e_emoji_study.ipynb #b998669d
 def goals(rows: list) -> dict:

@@ -19,7 +19,7 @@ import torch
 from .zeroshot import zero_shot_builtin
 from .stats import spearman
 from .hierarchy import embed_scenes, generality
-from .evaluate import compare, differences, evaluate_run
+from .evaluate import compare, differences, evaluate_run, read_results
 from .study import VALIDATION_SEED, recipe, run_pool
 from .sysinfo import environment
 from .train import initial_model, train
@@ -74,9 +74,8 @@ def run_finetune_study(out: str = "nbs/results/finetune_study.json", work_dir: s
     run_pool(list(VARIANTS), lambda v: ["--one", v, str(clip_run), str(steps), str(seed), str(folder(v))], workers,
              "fine-tuning runs", entry=_ENTRY)
     runs = {v: json.loads((folder(v) / "finetune.json").read_text()) for v in VARIANTS}
-    results = {v: json.loads((folder(v) / "results.json").read_text()) for v in VARIANTS}
-    results |= {"clip": json.loads((Path(clip_run) / "results.json").read_text()),
-                "meru_1500": json.loads((Path(meru_run) / "results.json").read_text())}
+    results = {v: read_results(folder(v)) for v in VARIANTS}
+    results |= {"clip": read_results(clip_run), "meru_1500": read_results(meru_run)}
     result = {"command": "make study-finetune", "environment": environment(), "wall_seconds": time.perf_counter() - tic,
               "train_seconds": sum(r["seconds"] for r in runs.values()), "steps": steps, "seed": seed,
               "clip_run": str(clip_run), "meru_run": str(meru_run), "runs": runs,

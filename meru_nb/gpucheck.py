@@ -187,7 +187,7 @@ TRAINS_AT = 0.95      # zero-shot shape top-1 that counts as "trains": make run'
 
 def part_compare(s: dict, work: Path, save, deadline: float) -> dict:
     "MERU and CLIP (and MERU without the λ warm-up) with the studies' recipe (make run's without its binding start, with λ's warm-up) at the setting's batch and steps, evaluated on test scenes."
-    from meru_nb.evaluate import evaluate_run, goals, lookup
+    from meru_nb.evaluate import evaluate_run, goals, value_at
     from meru_nb.study import METRICS, recipe
     from meru_nb.train import train
     c = dict(s["compare"])
@@ -207,7 +207,7 @@ def part_compare(s: dict, work: Path, save, deadline: float) -> dict:
         results[name] = evaluate_run(folder, figures=False, progress=False, **evaluation)
         last = time.perf_counter() - tic
         out["arms"][name] = {"model": model, "changes": changes, "train_seconds": trained, "eval_seconds": last - trained,
-                             "metrics": {k: lookup(results[name], path) for k, path in METRICS.items()},
+                             "metrics": {k: value_at(results[name], path) for k, path in METRICS.items()},
                              "config": dataclasses.asdict(cfg)}
         save(out)
     if "MERU" in results and "CLIP" in results:

@@ -22,7 +22,7 @@ from torch import Tensor
 from .data import HierarchicalScenes, text_pool
 from .scenes import ROOT, SHAPES, Caption, Part, Taxonomy, caption_text, describes, generalises, level
 from .embed import embed_images, embed_texts, is_hyperbolic, model_sizes
-from .stats import bootstrap_draws, percentile_interval, roc_auc, spearman
+from .stats import Estimate, dump_json, load_json, roc_auc, spearman
 from .zeroshot import zero_shot_builtin
 from .binding import entailment_score
 from .entailment import exterior_angle, half_aperture
@@ -61,12 +61,6 @@ def generality(model, feats: Tensor, root: Tensor = None) -> Tensor:
     root = clip_root(feats) if root is None else F.normalize(root.float(), dim=-1)
     return torch.acos((F.normalize(feats.float(), dim=-1) @ root).clamp(-1, 1))
 
-# %% ../nbs/10b_hierarchy.ipynb #e1b3787b
-def _boot(name: str, stat, n: int, n_boot: int = 500, seed: int = 0) -> dict:
-    "`{name}_ci` and `{name}_draws`: the interval and the draws behind it, which pair with another model's (see below)."
-    draws = bootstrap_draws(stat, n, n_boot, seed)
-    return {f"{name}_ci": percentile_interval(draws), f"{name}_draws": draws}
-
 # %% ../nbs/10b_hierarchy.ipynb #49d73ff1
 def _caption_sample(per_level: int = 40, seed: int = 0):
     "Canonical single-part captions: all of a level when it has at most `per_level`, else a random `per_level`."
@@ -91,10 +85,11 @@ def caption_pair_metrics(model, per_level: int = 40, seed: int = 0, root: Tensor
     auc = lambda i: roc_auc(scores[np.ix_(i, i)][off[np.ix_(i, i)]], truth[np.ix_(i, i)][off[np.ix_(i, i)]])
     pairs = lambda i: (g[i][:, None] < g[i][None, :])[generic[np.ix_(i, i)]].mean()
     n = len(texts)
-    return {"caption_entail_auc": roc_auc(scores[off], truth[off]), **_boot("caption_entail_auc", auc, n, 200, seed=seed),
-            "generic_pair_accuracy": float(ordered.mean()), **_boot("generic_pair_accuracy", pairs, n, 200, seed=seed),
-            "n_generic_pairs": int(generic.sum()), "pool_level_spearman": spearman(levels, g),
-            **_boot("pool_level_spearman", lambda i: spearman(lv[i], g[i]), n, seed=seed), "n_pool_captions": n}
+    return {"caption_entail_auc": Estimate.drawn(roc_auc(scores[off], truth[off]), auc, n, 200, seed=seed),
+            "generic_pair_accuracy": Estimate.drawn(float(ordered.mean()), pairs, n, 200, seed=seed),
+            "n_generic_pairs": int(generic.sum()),
+            "pool_level_spearman": Estimate.drawn(spearman(levels, g), lambda i: spearman(lv[i], g[i]), n, seed=seed),
+            "n_pool_captions": n}
 
 # %% ../nbs/10b_hierarchy.ipynb #7af2b803
 def caption_chain(obj) -> list:
@@ -113,7 +108,7 @@ def chain_order(model, n: int = 100, seed: int = 1) -> dict:
     g = generality(model, y, root).numpy().reshape(n, 5)
     a, b = np.triu_indices(5, 1)
     ordered = (g[:, a] < g[:, b]).mean(1)                      # per chain, share of its 10 pairs in order
-    return {"chain_order_rate": float(ordered.mean()), **_boot("chain_order_rate", lambda k: ordered[k].mean(), n, seed=seed),
+    return {"chain_order_rate": Estimate.drawn(float(ordered.mean()), lambda k: ordered[k].mean(), n, seed=seed),
             "n_chains": n}
 
 # %% ../nbs/10b_hierarchy.ipynb #50fecce0
@@ -196,10 +191,7 @@ def traversal_metrics(sequences: list, scenes: list, pool_texts: list, pool_capt
     rates = {"traversal_describes_rate": rate(0, 1), "traversal_generic_step_rate": rate(3, 2),
              "traversal_entailed_step_rate": rate(4, 2)}
     every = np.arange(len(c))
-    out = {}
-    for name, f in rates.items():
-        out[name] = f(every)
-        out.update(_boot(name, f, len(c)) if len(c) else {name + "_ci": [math.nan, math.nan], name + "_draws": []})
+    out = {name: Estimate.drawn(f(every) if len(c) else math.nan, f, len(c)) for name, f in rates.items()}
     return {**out, "traversal_mean_length": float(np.mean([len(s) for s in sequences])) if sequences else math.nan}
 
 # %% ../nbs/10b_hierarchy.ipynb #e35f3e3f
@@ -260,14 +252,13 @@ def hierarchy_report(model, n: int = 200, image_size: int = None, seed: int = 1,
     seqs = traverse(model, s["images"][:n_traverse], pool.texts, steps, y_txt=y_pool, root=root)
     report = {"kind": "meru" if is_hyperbolic(model) else "clip", "n": n, "image_size": int(s["images"].shape[-1]),
               "seed": seed, "pool_size": len(pool),
-              "level_spearman": spearman(levels, g_txt),
-              **_boot("level_spearman", lambda k: spearman(levels[k], g_np[k]), n, seed=seed),
+              "level_spearman": Estimate.drawn(spearman(levels, g_txt), lambda k: spearman(levels[k], g_np[k]), n, seed=seed),
               "generality_by_level": [g_txt[torch.from_numpy(levels == l)].mean().item() if (levels == l).any() else None
                                       for l in range(5)],
               "image_generality": g_img.mean().item(), "text_generality": g_txt.mean().item(),
               "image_beyond_caption_rate": (g_img > g_txt).float().mean().item(),
-              "image_entail_auc": roc_auc(scores, truth),
-              **_boot("image_entail_auc", lambda k: roc_auc(scores[np.ix_(k, k)], truth[np.ix_(k, k)]), n, 200, seed=seed),
+              "image_entail_auc": Estimate.drawn(roc_auc(scores, truth),
+                                                 lambda k: roc_auc(scores[np.ix_(k, k)], truth[np.ix_(k, k)]), n, 200, seed=seed),
               **chain_order(model, n_chains, seed),
               **caption_pair_metrics(model, per_level, seed, root),
               **traversal_metrics(seqs, s["scenes"][:n_traverse], pool.texts, pool.captions)}

@@ -23,7 +23,7 @@ import torch
 
 from .data import HierarchicalScenes
 from .encoders import tokenize
-from .evaluate import evaluate_run, lookup
+from .evaluate import evaluate_run, value_at
 from .sysinfo import environment
 from .config import BINDING_START, CPU_RECIPE, TrainConfig
 from .train import train
@@ -81,7 +81,7 @@ METRICS = {"zero_shot_shape": ("zero_shot_shape", "top1"), "zero_shot_colour": (
          "probe_shape": ("probe", "top1"), "i2t_R@1": ("retrieval", "i2t_R@1"), "t2i_R@1": ("retrieval", "t2i_R@1"),
          "generality_spearman": ("hierarchy", "level_spearman"), "caption_entail_auc": ("hierarchy", "caption_entail_auc"),
          "image_entail_auc": ("hierarchy", "image_entail_auc"),
-         **{f"binding_{swap}_{way}": ("binding", f"{swap}_{way}", "top1") for swap in ("colour", "position")
+         **{f"binding_{swap}_{way}": ("binding", f"{swap}_{way}") for swap in ("colour", "position")
             for way in ("image", "caption")}}
 
 def study_run(entail_weight: float, seed: int, out_dir, steps: int = 1000, marks=MARKS, size: str = "cpu", **overrides) -> dict:
@@ -100,7 +100,7 @@ def study_run(entail_weight: float, seed: int, out_dir, steps: int = 1000, marks
     seconds = time.perf_counter() - tic
     results = evaluate_run(out_dir, seed=VALIDATION_SEED, figures=False, progress=False)
     record = {"entail_weight": cfg.entail_weight, "seed": seed, "size": cfg.size, "steps": steps, "seconds": seconds,
-              "trace": trace, "validation": {k: lookup(results, path) for k, path in METRICS.items()},
+              "trace": trace, "validation": {k: value_at(results, path) for k, path in METRICS.items()},
               "config": dataclasses.asdict(cfg)}
     done.write_text(json.dumps(record, indent=1) + "\n")
     return record
@@ -287,7 +287,7 @@ def steps_run(model: str, steps: int, seed: int, out_dir, **overrides) -> dict:
     results = evaluate_run(out_dir, seed=VALIDATION_SEED, figures=False, progress=False)
     record = {"model": model, "steps": steps, "seed": seed, "seconds": seconds,
               **({"pretrain": pre} if (pre := results["training"].get("pretrain")) else {}),   # the towers alone (in `seconds`)
-              "validation": {k: lookup(results, path) for k, path in METRICS.items()}, "config": dataclasses.asdict(cfg)}
+              "validation": {k: value_at(results, path) for k, path in METRICS.items()}, "config": dataclasses.asdict(cfg)}
     done.write_text(json.dumps(record, indent=1) + "\n")
     return record
 

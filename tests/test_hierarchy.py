@@ -18,7 +18,7 @@ from meru_nb.hierarchy import (ROOT_TEXT, caption_pair_metrics, clip_root, clip_
                                hierarchy_report, load_pool, meru_traversal, traversal_metrics, traverse, tree_metrics)
 from meru_nb.lorentz import dist0, pairwise_dist
 from meru_nb.models import build_model
-from meru_nb.stats import roc_auc, spearman
+from meru_nb.stats import dump_json, load_json, roc_auc, spearman
 
 
 # --- Spearman -------------------------------------------------------------------------------------------------
@@ -214,13 +214,14 @@ def test_traversal_metrics_by_hand():
     m = traversal_metrics([["a blue circle", "a round shape", ROOT_TEXT], ["a polygon", "something cool-coloured"]],
                           [scene, scene], texts, caps)
     # true captions: blue circle, round, cool (3 of 4; [ROOT] aside); steps: 3->1 yes/yes, 1->0 yes/yes, 1->1 no/no
-    assert {k: v for k, v in m.items() if not k.endswith(("_ci", "_draws"))} == {
+    assert {k: getattr(v, "value", v) for k, v in m.items()} == {
         "traversal_describes_rate": 0.75, "traversal_generic_step_rate": 2 / 3, "traversal_entailed_step_rate": 2 / 3,
         "traversal_mean_length": 2.5}
     # the intervals resample the two traversals: the second alone has 1 true caption of 2 and one step, neither
-    lo, hi = m["traversal_describes_rate_ci"]
+    lo, hi = m["traversal_describes_rate"].interval
     assert 0.5 <= lo <= 0.75 <= hi <= 1.0
-    assert m["traversal_generic_step_rate_ci"][0] >= 0 and m["traversal_generic_step_rate_ci"][1] <= 1
+    assert m["traversal_generic_step_rate"].interval[0] >= 0 and m["traversal_generic_step_rate"].interval[1] <= 1
+    assert len(m["traversal_describes_rate"].draws) == 500 and m["traversal_describes_rate"].items is None
 
 
 # --- pools ----------------------------------------------------------------------------------------------------
@@ -261,10 +262,10 @@ def test_report_runs_and_is_json():
     for kind in ("meru", "clip"):
         model = build_model(kind, "tiny")
         r = hierarchy_report(model, n=12, n_traverse=3, n_zero_shot=12, per_level=3, pool_attributes=("shape",))
-        assert json.loads(json.dumps(r, allow_nan=False)) == r
+        assert load_json(dump_json(r)) == r and "NaN" not in dump_json(r)
         assert r["kind"] == kind and r["n"] == 12 and r["pool_size"] == len(text_pool(1, ("shape",)))
         for key in ("image_entail_auc", "caption_entail_auc", "generic_pair_accuracy", "traversal_describes_rate"):
-            assert r[key] is None or 0 <= r[key] <= 1, key
+            assert r[key].value is None or 0 <= r[key].value <= 1, key
         assert set(r["shape_tree"]) == {"accuracy", "tie", "lca_depth", "lca_height", "jaccard", "hprecision", "hrecall", "n"}
     with pytest.raises(ValueError, match="`n`"):
         hierarchy_report(model, n=1)
@@ -277,9 +278,9 @@ def test_traversal_step_rates_differ_when_they_should():
             Caption([Part(shape="round")])]
     # level 4 -> 4 entailed but not more generic; level 4 -> 1 more generic but not entailed (round is no triangle)
     m = traversal_metrics([texts], [scene], texts, caps)
-    assert m["traversal_generic_step_rate"] == 0.5 and m["traversal_entailed_step_rate"] == 0.5
+    assert m["traversal_generic_step_rate"].value == 0.5 and m["traversal_entailed_step_rate"].value == 0.5
     m = traversal_metrics([texts[:2]], [scene], texts, caps)
-    assert m["traversal_generic_step_rate"] == 0 and m["traversal_entailed_step_rate"] == 1
+    assert m["traversal_generic_step_rate"].value == 0 and m["traversal_entailed_step_rate"].value == 1
     m = traversal_metrics([[texts[0], texts[2]]], [scene], texts, caps)
-    assert m["traversal_generic_step_rate"] == 1 and m["traversal_entailed_step_rate"] == 0
-    assert m["traversal_describes_rate"] == 0.5
+    assert m["traversal_generic_step_rate"].value == 1 and m["traversal_entailed_step_rate"].value == 0
+    assert m["traversal_describes_rate"].value == 0.5

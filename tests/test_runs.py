@@ -6,6 +6,7 @@ import papermill as pm
 import pytest
 
 from meru_nb.embed import load_model
+from meru_nb.evaluate import read_results
 from meru_nb.zeroshot import zero_shot_builtin
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,13 +97,15 @@ def test_parameter_of_the_wrong_type_is_reported(tmp_path):
 
 def test_evaluate_notebook_writes_results(runs):
     for kind in ("meru", "clip"):
-        results = json.loads((runs / kind / "results.json").read_text())
+        results = read_results(runs / kind)
         assert results["kind"] == kind and results["config"]["model"] == kind
         shape = results["zero_shot_shape"]
-        assert shape["n"] == 60 and shape["top1"] == pytest.approx(sum(shape["correct"]) / 60)
-        assert shape["top1_ci"][0] <= shape["top1"] <= shape["top1_ci"][1]
+        top1 = shape["top1"]
+        assert shape["n"] == 60 and len(top1.items) == 60 and top1.value == pytest.approx(sum(top1.items) / 60)
+        assert top1.interval[0] <= top1.value <= top1.interval[1]
         again = zero_shot_builtin(load_model(runs / kind), 60, seed=1000, attribute="shape")   # the notebook's test scenes
-        assert [int(p == t) for p, t in zip(again["pred"], again["target"])] == shape["correct"], \
+        assert again["top1"] == pytest.approx(top1.value)
+        assert [int(p == t) for p, t in zip(again["pred"], again["target"])] == top1.items, \
             "results.json does not hold what the saved model scores"
         assert {f"{kind}_levels.png", f"{kind}_traversal.png", f"{kind}_poincare.png"} <= \
             {p.name for p in (runs / kind / "figures").iterdir()}
