@@ -122,7 +122,7 @@ def later_imports(edges: dict[str, set[str]], place: dict[str, int]) -> dict[str
 
 def test_the_order_checker_sees_a_later_import():
     assert later_imports({"a": {"b"}, "b": set(), "c": {"a", "b"}}, {"a": 0, "b": 1, "c": 2}) == {"a": {"b"}}
-    assert "sysinfo" in graph()["data"] and chapter_order()["sysinfo"] < chapter_order()["data"]
+    assert "sysinfo" in graph()["pipelines"] and chapter_order()["sysinfo"] < chapter_order()["pipelines"]
 
 
 def test_a_chapter_imports_only_earlier_chapters():
