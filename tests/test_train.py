@@ -456,9 +456,13 @@ def test_a_ctrl_c_during_a_checkpoint_waits_for_the_checkpoint():
     "SIGINT inside the save is held until the checkpoint and the step the loop reports agree, then raised as before."
     import signal
     import meru_nb.train as T
-    before, done = signal.getsignal(signal.SIGINT), []
-    with pytest.raises(KeyboardInterrupt):
-        with T._sigint_deferred():
-            signal.raise_signal(signal.SIGINT)
-            done.append("saved")
-    assert done == ["saved"] and signal.getsignal(signal.SIGINT) is before
+    # Python's own handler, as in a terminal: a job started in the background by a shell inherits SIGINT ignored
+    before, done = signal.signal(signal.SIGINT, signal.default_int_handler), []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with T._sigint_deferred():
+                signal.raise_signal(signal.SIGINT)
+                done.append("saved")
+        assert done == ["saved"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
