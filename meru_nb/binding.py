@@ -137,7 +137,7 @@ def binding_in_contrast(start: str = "scratch", steps: int = 600, pretrain_steps
     "CLIP with `cpu` towers trained contrastively with hard negatives on items of which `share` bind, from scratch or with its 'text' or 'image' tower or 'both' first trained alone to name the (shape, colour) pairs, and with `positions` the (shape, position) pairs too: binding on validation scenes every `every` steps."
     import time
     from torch.utils.data import DataLoader
-    from meru_nb.distributed import Collate
+    from meru_nb.pipelines import Collate
     from meru_nb.models import build_model
     towers = {"scratch": (), "text": ("text",), "image": ("image",), "both": ("text", "image")}.get(start)
     if towers is None:

@@ -122,7 +122,8 @@ def part_train(s: dict, work: Path, save) -> dict:
 def first_step(fields: dict, device: torch.device, rank: int = 0, world: int = 1) -> tuple:
     "Loss and gradients of a run's first step on `rank` of `world` (under DDP the gradients are averaged): (loss, {name: grad})."
     from meru_nb.config import TrainConfig
-    from meru_nb.distributed import make_loader, wrap_model
+    from meru_nb.distributed import wrap_model
+    from meru_nb.pipelines import make_loader
     from meru_nb.train import initial_model
     cfg = TrainConfig(**fields)
     model = initial_model(cfg, device)

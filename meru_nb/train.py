@@ -28,10 +28,10 @@ from .checkpoint import (RunLock, check_out_dir, clear_run, plot_log, read_log, 
                                 remove_temporaries, restore_run_state, save_run_state)
 from .config import TrainConfig, config_from_args
 from .data import pairs_batch
-from .distributed import autocast, check_data, init_distributed, make_loader, resolve_precision, wrap_model
+from .distributed import autocast, init_distributed, resolve_precision, wrap_model
 from .models import MERU, START_GROUP, build_model, model_class, plugin, save
 from .optim import build_optimizer, build_scheduler, clip_to, entail_factor, total_norm
-from .pipelines import SKIP_REASONS, SkipLog, SkippedSampleWarning
+from .pipelines import SKIP_REASONS, SkipLog, SkippedSampleWarning, check_data, make_loader
 from .scenes import COLOURS, POSITIONS, SHAPES
 from .sysinfo import cpu_model
 
@@ -260,7 +260,7 @@ def train(cfg: TrainConfig) -> nn.Module:
     if cfg.tensorboard:
         _tensorboard_writer_class()                 # fails now, before the run folder is touched, if it is missing
     check_out_dir(cfg)
-    check_data(cfg)
+    check_data(cfg.data, cfg.image_size)
     out_dir = Path(cfg.out_dir)
     run = Run(*_build(cfg, device), device, resolve_precision(cfg.precision, device), rank, world)
     model, lead = run.model, run.lead

@@ -11,7 +11,7 @@ import torch
 from meru_nb.models import MERU, build_model
 from meru_nb.checkpoint import load_checkpoint, log_line, plot_log, read_log, save_checkpoint
 from meru_nb.config import TrainConfig, config_from_args
-from meru_nb.distributed import StepSampler
+from meru_nb.pipelines import StepSampler
 from meru_nb.optim import build_optimizer, decay_groups, lr_factor
 from meru_nb.train import train
 

@@ -13,7 +13,8 @@ import yaml
 import meru_nb.train as T
 from meru_nb.checkpoint import read_log
 from meru_nb.config import PRESETS, TrainConfig, config_from_args, write_presets
-from meru_nb.distributed import StepSampler, make_loader, wrap_model
+from meru_nb.distributed import wrap_model
+from meru_nb.pipelines import StepSampler, make_loader
 
 ROOT = Path(__file__).resolve().parent.parent
 WORLD = 2
