@@ -29,7 +29,7 @@ from .hierarchy import clip_traversal, generality, meru_traversal
 from .models import load
 from .pipelines import to_float_tensor
 from .retrieval import chance_recall, recall_at_k
-from .stats import Estimate, bootstrap_draws, spearman
+from .stats import Estimate, spearman
 from .study import recipe, run_pool
 from .sysinfo import environment
 from .train import train
@@ -109,7 +109,7 @@ def node_sample(nodes: list, per_level: int = 200, seed: int = 0) -> list:
     return keep
 
 def caption_metrics(model, emb: dict, per_level: int = 200, seed: int = 0, n_boot: int = 500) -> dict:
-    "Spearman of level against each generality reading, and the caption → caption entailment AUC, with bootstrap draws."
+    "Spearman of level against each generality reading, and the caption → caption entailment AUC, as estimates with their draws."
     idx = node_sample(emb["nodes"], per_level, seed)
     nodes, y = [emb["nodes"][k] for k in idx], emb["y_txt"][idx]
     lv = np.array([level(n) for n in nodes])
@@ -118,18 +118,18 @@ def caption_metrics(model, emb: dict, per_level: int = 200, seed: int = 0, n_boo
     out = {"levels": lv.tolist(), "generality": {}}
     for name, root in readings.items():
         g = generality(model, y, root).numpy()
-        out["generality"][name] = {"spearman": spearman(lv, g), "values": g.tolist(),
-                                   "draws": bootstrap_draws(lambda i: spearman(lv[i], g[i]), len(nodes), n_boot, seed)}
+        out["generality"][name] = {"spearman": Estimate.drawn(spearman(lv, g), lambda i: spearman(lv[i], g[i]), len(nodes), n_boot, seed),
+                                   "values": g.tolist()}
     s = entailment_score(model, y[:, None], y[None, :]).numpy()
     truth = np.array([[a != b and generalises(a, b) for b in nodes] for a in nodes])
     off = ~np.eye(len(nodes), dtype=bool)
     auc = lambda i: roc_auc_score(truth[np.ix_(i, i)][off[np.ix_(i, i)]], s[np.ix_(i, i)][off[np.ix_(i, i)]])
-    out.update(auc=float(roc_auc_score(truth[off], s[off])), auc_draws=bootstrap_draws(auc, len(nodes), min(n_boot, 200), seed))
+    out["auc"] = Estimate.drawn(float(roc_auc_score(truth[off], s[off])), auc, len(nodes), min(n_boot, 200), seed)
     return out
 
 # %% ../nbs/11e_emoji_study.ipynb #96d42b0b
 def image_entailment(model, items: list, emb: dict, seed: int = 0, n_boot: int = 500) -> dict:
-    "The caption → image entailment AUC on the tree, with bootstrap draws over the pictures, and the number of pairs."
+    "The caption → image entailment AUC on the tree, an estimate with its draws over the pictures, and the number of pairs."
     rng, index, by_level = np.random.default_rng(seed), {n: k for k, n in enumerate(emb["nodes"])}, {}
     for k, n in enumerate(emb["nodes"]): by_level.setdefault(len(n), []).append(k)
     pic, node, truth = [], [], []
@@ -143,7 +143,7 @@ def image_entailment(model, items: list, emb: dict, seed: int = 0, n_boot: int =
     pic, truth = np.array(pic), np.array(truth)
     s = entailment_score(model, emb["y_txt"][node], emb["x_img"][pic]).numpy()
     auc = lambda i: roc_auc_score(truth, s, sample_weight=np.bincount(i, minlength=len(items))[pic])
-    return {"auc": float(roc_auc_score(truth, s)), "draws": bootstrap_draws(auc, len(items), n_boot, seed), "pairs": len(s)}
+    return {"auc": Estimate.drawn(float(roc_auc_score(truth, s)), auc, len(items), n_boot, seed), "pairs": len(s)}
 
 # %% ../nbs/11e_emoji_study.ipynb #2307ef94
 def traversals(model, items: list, emb: dict, n: int = 500, seed: int = 0, n_boot: int = 500, steps: int = 50) -> dict:
@@ -165,8 +165,8 @@ def traversals(model, items: list, emb: dict, n: int = 500, seed: int = 0, n_boo
     rate = lambda num, den: (lambda i: 100 * c[i, num].sum() / c[i, den].sum() if c[i, den].sum() else math.nan)
     every = np.arange(len(c))
     return {"walks": len(c), "mean_length": float(c[:, 2].mean() + 1) if len(c) else math.nan,
-            "true": rate(0, 1)(every), "true_draws": bootstrap_draws(rate(0, 1), len(c), n_boot, seed),
-            "generic": rate(3, 2)(every), "generic_draws": bootstrap_draws(rate(3, 2), len(c), n_boot, seed)}
+            "true": Estimate.drawn(rate(0, 1)(every), rate(0, 1), len(c), n_boot, seed),
+            "generic": Estimate.drawn(rate(3, 2)(every), rate(3, 2), len(c), n_boot, seed)}
 
 # %% ../nbs/11e_emoji_study.ipynb #d14af33f
 def evaluate_emoji(model, items: list, seed: int = 0, per_level: int = 200, n_boot: int = 500, n_walks: int = 500) -> dict:
@@ -179,11 +179,12 @@ def evaluate_emoji(model, items: list, seed: int = 0, per_level: int = 200, n_bo
 
 # %% ../nbs/11e_emoji_study.ipynb #2365566e
 def _strongest(r: dict) -> tuple:
-    "(reading, its result) of the generality reading with the highest Spearman."
-    return max(r["captions"]["generality"].items(), key=lambda kv: kv[1]["spearman"])
+    "(reading, its result) of the generality reading with the highest Spearman (one that could not be computed last)."
+    rho = lambda kv: -math.inf if kv[1]["spearman"].value is None else kv[1]["spearman"].value
+    return max(r["captions"]["generality"].items(), key=rho)
 
 def headline(r: dict) -> dict:
-    "{metric: Estimate} of one model's `evaluate_emoji` result: hit rates in percent with their items, the rest with their draws."
+    "{metric: Estimate} of one model's `evaluate_emoji` result: hit rates in percent with their items, the rest as measured."
     z, hits = r["zero_shot"], r["retrieval"]["hits"]
     percent = lambda items: Estimate.mean(100 * np.asarray(items, dtype=float))
     out = {"zero-shot category, top-1 %": percent(z["category"]["top1"]),
@@ -191,14 +192,11 @@ def headline(r: dict) -> dict:
            "zero-shot subcategory, top-5 %": percent(z["subcategory"]["top5"]),
            **{f"name retrieval, {words} R@{k} %": percent(hits[f"{way}_R@{k}"])
               for way, words in (("i2t", "image → name"), ("t2i", "name → image")) for k in (1, 5)}}
-    g = _strongest(r)[1]
-    out["generality Spearman"] = Estimate.of_draws(g["spearman"], g["draws"])
-    out["entailment AUC, caption → caption"] = Estimate.of_draws(r["captions"]["auc"], r["captions"]["auc_draws"])
-    out["entailment AUC, caption → image"] = Estimate.of_draws(r["image_entailment"]["auc"], r["image_entailment"]["draws"])
-    t = r["traversals"]
-    out["traversal captions true of the picture %"] = Estimate.of_draws(t["true"], t["true_draws"])
-    out["traversal steps to a more generic caption %"] = Estimate.of_draws(t["generic"], t["generic_draws"])
-    return out
+    return out | {"generality Spearman": _strongest(r)[1]["spearman"],
+                  "entailment AUC, caption → caption": r["captions"]["auc"],
+                  "entailment AUC, caption → image": r["image_entailment"]["auc"],
+                  "traversal captions true of the picture %": r["traversals"]["true"],
+                  "traversal steps to a more generic caption %": r["traversals"]["generic"]}
 
 def _cells(e: Estimate | None) -> tuple:
     "(value, [lo, hi]) of an estimate, nan where it could not be computed (or, for a difference, where nothing pairs)."
@@ -272,7 +270,7 @@ def run_emoji_study(data="data/emoji", out="nbs/results/emoji_study.json", work_
               "config": {m: json.loads((f / "config.json").read_text()) for m, f in folders.items()},
               "summaries": {m: json.loads((f / "summary.json").read_text()) for m, f in folders.items()},
               "rows": [[name, *map(list, cols)] for name, *cols in rows], "goals": goals(rows),
-              "readings": {m: {name: g["spearman"] for name, g in r["captions"]["generality"].items()} for m, r in measured.items()},
+              "readings": {m: {name: g["spearman"].value for name, g in r["captions"]["generality"].items()} for m, r in measured.items()},
               "by_level": {m: {name: {"levels": r["captions"]["levels"], "values": g["values"]}
                                for name, g in r["captions"]["generality"].items()} for m, r in measured.items()},
               "counts": {m: {"pictures": r["pictures"], "nodes": r["nodes"], "names": r["retrieval"]["names"],
