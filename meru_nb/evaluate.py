@@ -50,11 +50,13 @@ def read_results(path) -> dict:
     "The results.json at `path` (a file or its run folder), its estimates as `Estimate`s."
     path = Path(path)
     path = path / "results.json" if path.is_dir() else path
-    results = load_json(path.read_text())
+    again = f"evaluate the run again, `meru-nb evaluate {path.parent}`"
+    try: results = load_json(path.read_text())
+    except json.JSONDecodeError as e: raise ValueError(f"{str(path)!r} is not valid JSON ({e}): {again}") from None
     if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
         found = results.get("format", 1) if isinstance(results, dict) else "not a dict"
         raise ValueError(f"{str(path)!r} holds results of format {found}, not {RESULTS_FORMAT} (written by an older "
-                         f"meru_nb): evaluate the run again, `meru-nb evaluate {path.parent}`")
+                         f"meru_nb): {again}")
     return results
 
 def evaluate_run(run_dir, n_zero_shot: int = 600, n_retrieval: int = 500, n_probe: int = 600, n_hierarchy: int = 200,
