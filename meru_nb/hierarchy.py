@@ -191,7 +191,7 @@ def traversal_metrics(sequences: list, scenes: list, pool_texts: list, pool_capt
     rates = {"traversal_describes_rate": rate(0, 1), "traversal_generic_step_rate": rate(3, 2),
              "traversal_entailed_step_rate": rate(4, 2)}
     every = np.arange(len(c))
-    out = {name: Estimate.drawn(f(every) if len(c) else math.nan, f, len(c)) for name, f in rates.items()}
+    out = {name: Estimate.drawn(f(every), f, len(c)) for name, f in rates.items()}   # no traversals: nan, no draws
     return {**out, "traversal_mean_length": float(np.mean([len(s) for s in sequences])) if sequences else math.nan}
 
 # %% ../nbs/10b_hierarchy.ipynb #e35f3e3f

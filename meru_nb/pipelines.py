@@ -391,7 +391,7 @@ def check_data(data: str, image_size: int):
         CsvDataset(data, train_transform(image_size), log=SkipLog(quiet=True))[0]   # columns, files, one image
     if kind == "shards":
         shards = expand_shards(data.split("::"))      # raises FileNotFoundError naming what is missing
-        if not any("://" in s or s.startswith("pipe:") for s in shards):   # local: one valid sample, as a table's one image
+        if not any(_is_remote(s) for s in shards):   # local: one valid sample, as a table's one image
             shard_dataset(shards, train_transform(image_size), resampled=True, rank=0, world_size=1, log=SkipLog(quiet=True))
 
 class Loader(DataLoader):
