@@ -35,7 +35,7 @@ def quick_validation(model, n: int = 200, seed: int = VALIDATION_SEED) -> dict:
     with torch.inference_mode():
         zs = zero_shot_builtin(model, n, seed=seed, attribute="shape")["top1"]
         s = embed_scenes(model, n, seed=seed + 5)
-        rho = spearman(np.array(s["levels"]), generality(model, s["y_txt"]).numpy())
+        rho = spearman(np.array(s.levels), generality(model, s.y_txt).numpy())
     return {"zero_shot_shape": zs, "generality_spearman": rho}
 
 def finetune_run(variant: str, clip_run, steps: int, seed: int, out_dir, marks=FINETUNE_MARKS) -> dict:

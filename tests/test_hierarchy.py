@@ -193,6 +193,11 @@ def test_traverse_with_stub_models():
     # the root direction given explicitly: straight up
     assert traverse(clip, torch.zeros(1, 3, 8, 8), texts, root=torch.tensor(unit(90))) == [
         ["a red triangle", "a polygon", ROOT_TEXT]]
+    # embeddings made already walk as their pictures do, and the model embeds no image
+    clip.encode_image = meru.encode_image = None
+    assert traverse(meru, torch.tensor([[4.0, 0.02]] * 2), texts) == [["a red triangle", "a polygon", ROOT_TEXT]] * 2
+    assert traverse(clip, torch.tensor([unit(0)]), texts, root=torch.tensor(unit(90))) == [
+        ["a red triangle", "a polygon", ROOT_TEXT]]
 
 
 def test_traverse_bad_input():
@@ -202,6 +207,8 @@ def test_traverse_bad_input():
         traverse(meru, torch.zeros(1, 3, 8, 8), [])
     with pytest.raises(ValueError, match="'an image'"):
         traverse(meru, torch.zeros(1, 3, 8, 8), texts, root_text="an image")
+    with pytest.raises(ValueError, match=r"pictures \(B, 3, H, W\) or their embeddings \(B, n\), got shape \(3, 8, 8\)"):
+        traverse(meru, torch.zeros(3, 8, 8), texts)
     with pytest.raises(ValueError, match="root_index"):
         meru_traversal(torch.ones(2), torch.ones(3, 2), 1.0, root_index=3)
 
