@@ -63,7 +63,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'meru_nb.cli.usage': ('cli.html#usage', 'meru_nb/cli.py')},
             'meru_nb.compositional': { 'meru_nb.compositional._auc_by_rows': ( 'compositional.html#_auc_by_rows',
                                                                                'meru_nb/compositional.py'),
-                                       'meru_nb.compositional._mean_ci': ('compositional.html#_mean_ci', 'meru_nb/compositional.py'),
                                        'meru_nb.compositional.box_embeddings': ( 'compositional.html#box_embeddings',
                                                                                  'meru_nb/compositional.py'),
                                        'meru_nb.compositional.box_metrics': ('compositional.html#box_metrics', 'meru_nb/compositional.py'),

@@ -16,7 +16,7 @@ from .data import HierarchicalScenes, pairs_batch
 from .scenes import Caption, Part, Scene, caption_text, describes, generalises
 from .embed import embed_images, embed_texts, is_hyperbolic, model_sizes
 from .entailment import exterior_angle, half_aperture
-from .stats import Estimate, bootstrap_ci
+from .stats import Estimate, dump_json
 from .train import centre_pixels, train_on_pairs, warm_cosine
 from .zeroshot import scores
 
@@ -100,7 +100,7 @@ def binding_capacity(tower: str = "image", size: str = "cpu", steps: int = 300, 
     t, s = logits.gather(1, batch[2]), logits.gather(1, batch[3])
     correct = _wins(t.sum(1), s.sum(1))
     return {"tower": tower, "size": size, "steps": steps, "batch_size": batch_size, "n_test": n_test,
-            "seconds": time.perf_counter() - tic, "true_above_swapped": {"top1": float(np.mean(correct)), "top1_ci": bootstrap_ci(correct)},
+            "seconds": time.perf_counter() - tic, "true_above_swapped": Estimate.mean(correct),
             "both_pairs_above": float((t.min(1).values > s.max(1).values).float().mean()), "last_loss": last_loss}
 
 # %% ../nbs/10a_binding.ipynb #53788e0c
@@ -108,7 +108,6 @@ def capacity_study(out="nbs/results/binding_capacity.json", text_steps=(300, 750
                    contrast_runs=({"start": "scratch"}, {"start": "text"}, {"start": "image"}, {"start": "both"},
                                   {"start": "both", "positions": True})) -> dict:
     "`binding_capacity` of the `cpu` text tower at each of `text_steps` and the image tower at each of `image_steps`, and `binding_in_contrast` with each of `contrast_runs`' arguments; written to `out`."
-    import json
     from pathlib import Path
     from meru_nb.sysinfo import environment
     runs = [binding_capacity(tower, "cpu", steps=steps) for tower, all_steps in (("text", text_steps), ("image", image_steps))
@@ -116,7 +115,7 @@ def capacity_study(out="nbs/results/binding_capacity.json", text_steps=(300, 750
     contrast = [binding_in_contrast(**kwargs) for kwargs in contrast_runs]
     result = {"command": "make study-capacity", "environment": environment(), "runs": runs, "contrast": contrast}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(result, indent=1) + "\n")
+    Path(out).write_text(dump_json(result) + "\n")
     return result
 
 def capacity_main(argv=None) -> int:

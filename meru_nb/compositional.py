@@ -11,7 +11,6 @@ __all__ = ['SHAPE_PAIRS', 'KINDS', 'STUDY_STEPS', 'TEST_SEED', 'TRAVERSED', 'TRA
 import argparse
 import dataclasses
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from .data import HierarchicalScenes, text_pool
 from .scenes import SHAPES, Caption, Part, caption_text, generalises, noun_phrase, satisfies
 from .embed import embed_images, embed_texts, is_hyperbolic, load_model, model_sizes
 from .zeroshot import scores
-from .stats import bootstrap_ci, bootstrap_draws, percentile_interval, roc_auc
+from .stats import Estimate, dump_json, load_json, roc_auc
 from .binding import entailment_score
 from .config import CPU_RECIPE
 from .hierarchy import clip_root, generality, traverse
@@ -35,11 +34,6 @@ from .train import train
 
 # %% ../nbs/11b_compositional.ipynb #288cc77f
 SHAPE_PAIRS = sorted(tuple(sorted(p)) for p in itertools.combinations_with_replacement(SHAPES.leaves, 2))
-
-def _mean_ci(values, n_boot: int = 200, seed: int = 0) -> dict:
-    "The mean of per-item `values` with a percentile interval from resampling the items."
-    v = np.asarray(values, float)
-    return {"mean": float(v.mean()), "ci": bootstrap_ci(v, n_boot=n_boot, seed=seed)}
 
 def two_object_zero_shot(model, n: int = 300, seed: int = 1007) -> dict:
     "Zero-shot naming of both shapes in `n` held-out two-object scenes among the 21 unordered pairs of shapes."
@@ -53,7 +47,8 @@ def two_object_zero_shot(model, n: int = 300, seed: int = 1007) -> dict:
     pred = scores(model, x, y).argmax(-1).tolist()
     correct = [p == t for p, t in zip(pred, truth)]
     one = [len(set(SHAPE_PAIRS[p]) & set(SHAPE_PAIRS[t])) > 0 for p, t in zip(pred, truth)]
-    return {"n": n, "chance": 1 / len(SHAPE_PAIRS), "both": _mean_ci(correct), "at_least_one": _mean_ci(one),
+    return {"n": n, "chance": 1 / len(SHAPE_PAIRS), "both": Estimate.mean(correct, n_boot=200),
+            "at_least_one": Estimate.mean(one, n_boot=200),
             "texts": texts}
 
 # %% ../nbs/11b_compositional.ipynb #dfe8522f
@@ -76,10 +71,10 @@ def box_embeddings(model, n: int = 200, seed: int = 1006) -> dict:
     return e
 
 # %% ../nbs/11b_compositional.ipynb #3e395312
-def _auc_by_rows(score: np.ndarray, label: np.ndarray, n_boot: int = 200, seed: int = 0) -> dict:
+def _auc_by_rows(score: np.ndarray, label: np.ndarray, n_boot: int = 200, seed: int = 0) -> Estimate:
     "ROC-AUC of a (rows, columns) score matrix against boolean labels, with an interval from resampling the rows."
-    draws = bootstrap_draws(lambda i: roc_auc(score[i].ravel(), label[i].ravel()), len(score), n_boot, seed)
-    return {"auc": roc_auc(score.ravel(), label.ravel()), "ci": percentile_interval(draws)}
+    return Estimate.drawn(roc_auc(score.ravel(), label.ravel()), lambda i: roc_auc(score[i].ravel(), label[i].ravel()),
+                          len(score), n_boot, seed)
 
 def box_metrics(model, n: int = 200, seed: int = 1006, embeddings: dict = None) -> dict:
     "Crop -> scene, phrase -> crop and phrase -> caption entailment AUCs, and how often a crop is nearer the root than its scene."
@@ -94,7 +89,7 @@ def box_metrics(model, n: int = 200, seed: int = 1006, embeddings: dict = None) 
             "crop_scene_auc": _auc_by_rows(score(e["x_crop"], e["x_scene"]), crop_scene),
             "phrase_crop_auc": _auc_by_rows(score(e["y_phrase"], e["x_crop"]), phrase_crop),
             "phrase_caption_auc": _auc_by_rows(score(e["y_phrase"], e["y_caption"]), phrase_caption),
-            "crop_nearer_than_scene": _mean_ci(nearer),
+            "crop_nearer_than_scene": Estimate.mean(nearer, n_boot=200),
             "generality": {k: v.tolist() for k, v in g.items()}}
 
 def satisfies_any(scene, part) -> bool:
@@ -111,7 +106,7 @@ def compositional_run(kind: str, steps: int, seed: int, out_dir) -> dict:
     out_dir = Path(out_dir)
     done = out_dir / "compositional.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        return load_json(done.read_text())
     cfg = dataclasses.replace(recipe(0.2, seed, out_dir, steps), model=kind, overwrite=True)
     tic = time.perf_counter()
     model = train(cfg)
@@ -122,7 +117,7 @@ def compositional_run(kind: str, steps: int, seed: int, out_dir) -> dict:
         record = {"kind": kind, "steps": steps, "seed": seed, "train_seconds": seconds,
                   "two_object_zero_shot": two_object_zero_shot(model, seed=TEST_SEED + 7),
                   "boxes": box_metrics(model, seed=TEST_SEED + 6)}
-    done.write_text(json.dumps(record, indent=1) + "\n")
+    done.write_text(dump_json(record) + "\n")
     return record
 
 _ENTRY = "import sys; from meru_nb.compositional import main; sys.exit(main())"
@@ -143,7 +138,7 @@ def run_compositional_study(out: str = "nbs/results/hycoclip_study.json", work_d
     tic = time.perf_counter()
     run_pool(list(kinds), lambda kind: ["--one", kind, str(steps), str(seed), str(folder(kind))], workers,
              "hycoclip study runs", entry=_ENTRY)
-    runs = {k: json.loads((folder(k) / "compositional.json").read_text()) for k in kinds}
+    runs = {k: load_json((folder(k) / "compositional.json").read_text()) for k in kinds}
     results = {k: read_results(folder(k)) for k in kinds}
     traversals = {k: traversals_of(load_model(folder(k))) for k in kinds}
     result = {"command": "make study-hycoclip", "environment": environment(), "wall_seconds": time.perf_counter() - tic,
@@ -155,7 +150,7 @@ def run_compositional_study(out: str = "nbs/results/hycoclip_study.json", work_d
               "differences": {f"{a} - {b}": differences(results[a], results[b]) for a, b in
                               (("hycoclip", "meru"), ("hycoclip", "clip"), ("meru", "clip")) if a in kinds and b in kinds}}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(result, indent=1) + "\n")
+    Path(out).write_text(dump_json(result) + "\n")
     return result
 
 def main(argv=None) -> int:
