@@ -16,6 +16,10 @@ nearest `meru_nb` caller). It counts:
 Usage: python tools/walk.py evaluate RUN_DIR [--json FILE]
        (evaluates the run folder RUN_DIR with `evaluate_run`, which writes results.json and the
        figures there, as `meru-nb evaluate` does)
+       python tools/walk.py train [--steps N] [--json FILE]
+       (trains make run's MERU recipe, the preset cpu_meru, shortened to N steps in a temporary
+       folder: every part of the loop runs, the towers' first steps alone, checkpoints and the
+       saved model included)
 """
 import argparse
 import json
@@ -62,21 +66,45 @@ def walk(call, *args, **kwargs) -> dict:
             "result": result}
 
 
+def train_config(out_dir, steps: int = 4):
+    "make run's MERU recipe (preset `cpu_meru`) shortened to `steps` steps of 16 pairs: 2 steps of each tower alone first, a checkpoint every 2 steps."
+    from meru_nb.config import PRESETS, TrainConfig
+    return TrainConfig(**{**PRESETS["cpu_meru"], "out_dir": str(out_dir), "steps": steps, "batch_size": 16, "n_samples": 256,
+                          "warmup_steps": 1, "pretrain_text": 2, "pretrain_image": 2, "ckpt_every": 2, "progress": False})
+
+
+def report(name: str, w: dict) -> str:
+    "The walk `w` of the call `name` in three lines: its size, then the entries and the calls per module."
+    lines = [f"{name}: {w['n_modules']} modules visited, {w['crossings']} crossings between them "
+             f"(each a climb back up when it returns)"]
+    return "\n".join(lines + [f"{key}: " + ", ".join(f"{m.removeprefix(PACKAGE + '.')} {n}" for m, n in w[key].items())
+                              for key in ("entries", "calls")])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["evaluate"], help="the call to walk: evaluate = meru_nb.evaluate.evaluate_run(RUN_DIR)")
-    p.add_argument("run_dir", help="a run folder (written by meru-nb train or make run)")
-    p.add_argument("--json", help="also write the walk, with every crossing, to this file")
+    sub = p.add_subparsers(dest="what", required=True, metavar="{evaluate,train}")
+    ev = sub.add_parser("evaluate", help="the call to walk: meru_nb.evaluate.evaluate_run(RUN_DIR)")
+    ev.add_argument("run_dir", help="a run folder (written by meru-nb train or make run)")
+    tr = sub.add_parser("train", help="the call to walk: meru_nb.train.train of make run's MERU recipe, shortened")
+    tr.add_argument("--steps", type=int, default=4, help="optimizer steps (at least 2; default 4)")
+    for s in (ev, tr):
+        s.add_argument("--json", help="also write the walk, with every crossing, to this file")
     a = p.parse_args(argv)
-    from meru_nb.evaluate import evaluate_run
-    if not Path(a.run_dir).is_dir():
-        p.error(f"run folder {a.run_dir!r} does not exist")
-    w = walk(evaluate_run, a.run_dir, figures=True, progress=False)
+    if a.what == "evaluate":
+        from meru_nb.evaluate import evaluate_run
+        if not Path(a.run_dir).is_dir():
+            ev.error(f"run folder {a.run_dir!r} does not exist")
+        w, name = walk(evaluate_run, a.run_dir, figures=True, progress=False), "evaluate_run"
+    else:
+        import tempfile
+        from meru_nb.train import train
+        if a.steps < 2:
+            tr.error(f"--steps must be at least 2, got {a.steps}")
+        with tempfile.TemporaryDirectory() as out_dir:
+            w, name = walk(train, train_config(out_dir, a.steps)), "train"
     w.pop("result")
-    print(f"evaluate_run: {w['n_modules']} modules visited, {w['crossings']} crossings between them "
-          f"(each a climb back up when it returns)")
-    for key in ("entries", "calls"):
-        print(f"{key}: " + ", ".join(f"{m.removeprefix(PACKAGE + '.')} {n}" for m, n in w[key].items()))
+    print(report(name, w))
     if a.json:
         Path(a.json).write_text(json.dumps(w, indent=1) + "\n")
     return 0
