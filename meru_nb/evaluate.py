@@ -9,13 +9,13 @@ __all__ = ['RESULTS_FORMAT', 'HEADLINE', 'read_results', 'write_results', 'evalu
 # %% ../nbs/10c_evaluate.ipynb #b575257f
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
 
 from .scenes import SHAPES
+from .checkpoint import write_atomically
 from .embed import load_model, model_kind, whole_number
 from .zeroshot import zero_shot_builtin
 from .stats import Estimate, dump_json, load_json
@@ -61,15 +61,8 @@ def read_results(path) -> dict:
     return results
 
 def write_results(results: dict, run_dir) -> Path:
-    "`results` written to `run_dir`/results.json atomically: a temporary file beside it, then `os.replace`, so a crash or a full disk leaves the old file or the new one, never part of one."
-    path = Path(run_dir) / "results.json"
-    tmp = path.with_name(f".results.json.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(dump_json(results) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    "`results` written to `run_dir`/results.json atomically, as chapter 07c writes a checkpoint (`write_atomically`)."
+    return write_atomically(Path(run_dir) / "results.json", lambda tmp: tmp.write_text(dump_json(results) + "\n"))
 
 def evaluate_run(run_dir, n_zero_shot: int = 600, n_retrieval: int = 500, n_probe: int = 600, n_hierarchy: int = 200,
                  seed: int = 1000, figures: bool = True, progress: bool = True, n_binding: int = 400) -> dict:
