@@ -8,6 +8,7 @@ __all__ = ['MEMORY_METHODS', 'sync_device', 'check_device', 'timed_call', 'time_
            'background_load', 'op_times', 'report_progress', 'save_results', 'html_table']
 
 # %% ../nbs/12_harness.ipynb #41d226cc
+import gc
 import importlib
 import json
 import multiprocessing
@@ -106,7 +107,8 @@ MEMORY_METHODS = {
 }
 
 def memory_baseline(device):
-    "Start a peak-memory measurement: (baseline bytes, method key of MEMORY_METHODS)."
+    "Start a peak-memory measurement, garbage collected first: (baseline bytes, method key of MEMORY_METHODS)."
+    gc.collect()                                         # earlier garbage is not freed during the steps
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
