@@ -69,10 +69,11 @@ def binding_builtin(model, n: int = 400, seed: int = 6, image_size: int = None) 
     "Colour and position swaps on `n` held-out two-object scenes, image -> text and caption -> caption, with intervals."
     scenes, images = binding_scenes(n, seed, image_size or model_sizes(model)[0])
     x_img = embed_images(model, images)
+    f = embed_texts(model, [caption_text(binding_captions(s, SWAPS[0])[2]) for s in scenes])  # full: the same for every swap
     out = {"n": n, "seed": seed}
     for swap in SWAPS:
         captions = [binding_captions(s, swap) for s in scenes]
-        t, s, f = (embed_texts(model, [caption_text(c[k]) for c in captions]) for k in range(3))
+        t, s = (embed_texts(model, [caption_text(c[k]) for c in captions]) for k in range(2))
         rows = {"image": (scores(model, x_img, t).diagonal(), scores(model, x_img, s).diagonal()),
                 "caption": (entailment_score(model, t, f), entailment_score(model, s, f))}
         for direction, (true, swapped) in rows.items():
