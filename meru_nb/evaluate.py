@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .scenes import SHAPES
-from .checkpoint import write_atomically
+from .models import write_atomically
 from .embed import load_model, model_kind, whole_number
 from .zeroshot import zero_shot_builtin
 from .stats import Estimate, dump_json, load_json
@@ -61,7 +61,7 @@ def read_results(path) -> dict:
     return results
 
 def write_results(results: dict, run_dir) -> Path:
-    "`results` written to `run_dir`/results.json atomically, as chapter 07c writes a checkpoint (`write_atomically`)."
+    "`results` written to `run_dir`/results.json atomically, as chapter 07c writes a checkpoint (chapter 05's `write_atomically`)."
     return write_atomically(Path(run_dir) / "results.json", lambda tmp: tmp.write_text(dump_json(results) + "\n"))
 
 def evaluate_run(run_dir, n_zero_shot: int = 600, n_retrieval: int = 500, n_probe: int = 600, n_hierarchy: int = 200,

@@ -7,8 +7,8 @@ __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MODEL_KINDS', 'KIND_GROUP', 'START_
            'REFERENCE_SCALAR_NAMES', 'PixelTower', 'BagOfTokensTower', 'rank_and_world', 'world_size',
            'gather_features', 'local_targets', 'paired_logits', 'symmetric_cross_entropy', 'contrastive_loss',
            'as_pixels', 'CLIPBaseline', 'MERU', 'registered', 'plugin', 'model_kinds', 'model_class', 'build_model',
-           'build_on_open_clip', 'save', 'load', 'from_reference', 'to_reference', 'import_reference',
-           'export_reference']
+           'build_on_open_clip', 'write_atomically', 'save', 'load', 'from_reference', 'to_reference',
+           'import_reference', 'export_reference']
 
 # %% ../nbs/05_models.ipynb #e8708dc3
 import dataclasses
@@ -337,6 +337,18 @@ def build_on_open_clip(kind: str, name: str, weights=None, **options) -> CLIPBas
                     "towers": {"image_size": t.image_size, "context_length": t.context_length, "embed_dim": t.image.width}}
     return model
 
+# %% ../nbs/05_models.ipynb #e7566b9d
+def write_atomically(path: str | os.PathLike, write) -> Path:
+    "`write(tmp)` into a temporary file beside `path`, then os.replace it over `path`: a crash or a full disk leaves the old file or the new one, never part of one."
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
 # %% ../nbs/05_models.ipynb #95b4cf86
 MODEL_FORMAT = "meru_nb.models/2"   # 1: the scalars were saved as curv, visual_alpha, textual_alpha
 
@@ -360,10 +372,10 @@ def save(model: CLIPBaseline, folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     _refuse_run_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "model.safetensors.tmp"               # written as bytes: the usual file mode, like config.json
-    tmp.write_bytes(to_bytes({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}))
-    os.replace(tmp, folder / "model.safetensors")
-    (folder / "config.json").write_text(json.dumps({"format": MODEL_FORMAT, **config}, indent=2) + "\n")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    write_atomically(folder / "model.safetensors", lambda tmp: tmp.write_bytes(to_bytes(state)))  # bytes: the usual file mode
+    text = json.dumps({"format": MODEL_FORMAT, **config}, indent=2) + "\n"
+    write_atomically(folder / "config.json", lambda tmp: tmp.write_text(text))
     return folder
 
 def load(folder: str | os.PathLike, device="cpu") -> CLIPBaseline:
@@ -483,8 +495,4 @@ def export_reference(model: CLIPBaseline, path: str | os.PathLike, root: Tensor 
     state = to_reference({k: v.detach().cpu() for k, v in model.state_dict().items()})
     if root is not None:
         state["root"] = root.detach().cpu()
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": state}, tmp)
-    os.replace(tmp, path)
-    return path
+    return write_atomically(path, lambda tmp: torch.save({"model": state}, tmp))
