@@ -349,12 +349,17 @@ def test_log_lines_are_strict_json():
 
 
 def test_temporaries_of_a_killed_run_are_removed(tmp_path):
-    "A .checkpoint.pt.<pid>.tmp left by a kill mid-write is deleted when the folder's next run (here a resume) starts."
+    "The temporaries a kill mid-write leaves (checkpoint, trimmed log, the model's files) are deleted when the folder's next run (here a resume) starts."
     train(tiny(tmp_path, steps=3, stop_at=2, ckpt_every=1))
-    stale = tmp_path / "run" / ".checkpoint.pt.99999.tmp"
-    stale.write_bytes(b"half a checkpoint")
+    run = tmp_path / "run"
+    (run / "model").mkdir(exist_ok=True)
+    stale = [run / ".checkpoint.pt.99999.tmp", run / ".log.jsonl.99999.tmp", run / "model" / ".model.safetensors.99999.tmp",
+             run / "model" / ".config.json.99999.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
     train(tiny(tmp_path, steps=3, ckpt_every=1, resume=True))
-    assert not stale.exists() and [r["step"] for r in read_log(tmp_path / "run")] == [1, 2, 3]
+    assert not any(path.exists() for path in stale) and [r["step"] for r in read_log(run)] == [1, 2, 3]
+    assert sorted(p.name for p in (run / "model").iterdir()) == ["config.json", "model.safetensors"]
 
 
 def test_a_moved_run_resumes_and_a_deleted_config_is_read_from_the_checkpoint(tmp_path):
