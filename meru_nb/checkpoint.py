@@ -268,6 +268,6 @@ def restore_run_state(out_dir, model, optimizer, scheduler, scaler, device, lead
     return ckpt["step"], ckpt["elapsed"]
 
 def remove_temporaries(out_dir: Path):
-    "Delete the half-written files of a killed run: `.checkpoint.pt.<pid>.tmp`, `.log.jsonl.<pid>.tmp` and the model's `model/.<name>.<pid>.tmp`."
-    for tmp in [*out_dir.glob(".checkpoint*.pt.*.tmp"), *out_dir.glob(".log.jsonl.*.tmp"), *out_dir.glob("model/.*.tmp")]:
+    "Delete the half-written files of a killed run, `write_atomically`'s `.<name>.<pid>.tmp` in the folder and in model/."
+    for tmp in [*out_dir.glob(".*.tmp"), *out_dir.glob("model/.*.tmp")]:
         tmp.unlink(missing_ok=True)

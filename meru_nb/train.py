@@ -29,7 +29,7 @@ from .checkpoint import (RunLock, check_out_dir, clear_run, plot_log, read_log, 
 from .config import TrainConfig, config_from_args
 from .data import pairs_batch
 from .distributed import autocast, init_distributed, resolve_precision, wrap_model
-from .models import MERU, START_GROUP, build_model, model_class, plugin, save
+from .models import MERU, START_GROUP, build_model, model_class, plugin, save, write_atomically
 from .optim import build_optimizer, build_scheduler, clip_to, entail_factor, total_norm
 from .pipelines import SKIP_REASONS, SkipLog, SkippedSampleWarning, check_data, make_loader
 from .scenes import COLOURS, POSITIONS, SHAPES
@@ -229,7 +229,8 @@ def _finish(out_dir: Path, cfg: TrainConfig, device: torch.device, world_size: i
                "skipped": _skip_totals(records, at_load or ([0] * len(SKIP_REASONS), {}), examples or {})}
     if (pretrained := out_dir / "pretrain.json").is_file():        # the towers' runs alone before step 1
         summary["pretrain"] = json.loads(pretrained.read_text())
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
+    write_atomically(out_dir / "summary.json", lambda tmp: tmp.write_text(text))
     if (skipped := summary["skipped"])["total"]:
         warnings.warn(f"{skipped['total']} sample(s) skipped {skipped['by_reason']}: see 'skipped' in "
                       f"{str(out_dir / 'summary.json')!r}", SkippedSampleWarning, stacklevel=3)
@@ -276,9 +277,11 @@ def train(cfg: TrainConfig) -> nn.Module:
             remove_temporaries(out_dir)             # left by a writer killed mid-write; the lock says none is alive
             if not cfg.resume:
                 clear_run(out_dir)                  # check_out_dir let it through: empty, or overwrite asked for
-            (out_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+            text = json.dumps(dataclasses.asdict(cfg), indent=2) + "\n"
+            write_atomically(out_dir / "config.json", lambda tmp: tmp.write_text(text))
         if not start and (pretrained := pretrain_towers(model, cfg, device)) and lead:   # a fresh start; every rank, same towers
-            (out_dir / "pretrain.json").write_text(json.dumps(pretrained, indent=2) + "\n")
+            text = json.dumps(pretrained, indent=2) + "\n"
+            write_atomically(out_dir / "pretrain.json", lambda tmp: tmp.write_text(text))
         return _run(cfg, run, out_dir, start, elapsed)
 
 def _run(cfg: TrainConfig, run: Run, out_dir: Path, start: int, elapsed: float):
