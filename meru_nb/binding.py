@@ -19,6 +19,7 @@ from .entailment import exterior_angle, half_aperture
 from .stats import Estimate, dump_json
 from .train import centre_pixels, train_on_pairs, warm_cosine
 from .zeroshot import scores
+from .models import write_atomically
 
 # %% ../nbs/10a_binding.ipynb #f396bff5
 def binding_scenes(n: int, seed: int, image_size: int = 64) -> tuple:
@@ -116,7 +117,7 @@ def capacity_study(out="nbs/results/binding_capacity.json", text_steps=(300, 750
     contrast = [binding_in_contrast(**kwargs) for kwargs in contrast_runs]
     result = {"command": "make study-capacity", "environment": environment(), "runs": runs, "contrast": contrast}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(dump_json(result) + "\n")
+    write_atomically(Path(out), lambda tmp: tmp.write_text(dump_json(result) + "\n"))
     return result
 
 def capacity_main(argv=None) -> int:

@@ -31,6 +31,7 @@ from .evaluate import HEADLINE, compare, differences, evaluate_run, read_results
 from .study import recipe, run_pool
 from .sysinfo import environment
 from .train import train
+from .models import write_atomically
 
 # %% ../nbs/11b_compositional.ipynb #288cc77f
 SHAPE_PAIRS = sorted(tuple(sorted(p)) for p in itertools.combinations_with_replacement(SHAPES.leaves, 2))
@@ -117,7 +118,7 @@ def compositional_run(kind: str, steps: int, seed: int, out_dir) -> dict:
         record = {"kind": kind, "steps": steps, "seed": seed, "train_seconds": seconds,
                   "two_object_zero_shot": two_object_zero_shot(model, seed=TEST_SEED + 7),
                   "boxes": box_metrics(model, seed=TEST_SEED + 6)}
-    done.write_text(dump_json(record) + "\n")
+    write_atomically(done, lambda tmp: tmp.write_text(dump_json(record) + "\n"))
     return record
 
 _ENTRY = "import sys; from meru_nb.compositional import main; sys.exit(main())"
@@ -150,7 +151,7 @@ def run_compositional_study(out: str = "nbs/results/hycoclip_study.json", work_d
               "differences": {f"{a} - {b}": differences(results[a], results[b]) for a, b in
                               (("hycoclip", "meru"), ("hycoclip", "clip"), ("meru", "clip")) if a in kinds and b in kinds}}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(dump_json(result) + "\n")
+    write_atomically(Path(out), lambda tmp: tmp.write_text(dump_json(result) + "\n"))
     return result
 
 def main(argv=None) -> int:

@@ -26,7 +26,7 @@ from .embed import embed_images, embed_texts, is_hyperbolic, model_sizes
 from .emoji import (FRAMES, EmojiCaptions, caption_text, category_text, describes, generalises, level,
                            read_emoji, style_split, subcategory_text, write_table)
 from .hierarchy import clip_traversal, generality, meru_traversal
-from .models import load
+from .models import load, write_atomically
 from .pipelines import to_float_tensor
 from .retrieval import chance_recall, recall_at_k
 from .stats import Estimate, spearman
@@ -279,7 +279,7 @@ def run_emoji_study(data="data/emoji", out="nbs/results/emoji_study.json", work_
                              "walks": r["traversals"]["walks"], "walk_length": r["traversals"]["mean_length"]}
                          for m, r in measured.items()}}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(result, indent=1) + "\n")
+    write_atomically(Path(out), lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))
     print("\n".join(_lines(rows, result["goals"])))
     return result
 
