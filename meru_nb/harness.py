@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from .models import write_atomically
+
 # %% ../nbs/12_harness.ipynb #777c09fa
 def sync_device(device):
     "Wait for the device to finish its queued work (CUDA only)."
@@ -189,11 +191,10 @@ def report_progress(verbose: bool, message: str):
 
 # %% ../nbs/12_harness.ipynb #0158bf79
 def save_results(results: dict, path) -> Path:
-    "Write benchmark results as JSON to `path`, creating its folder; returns the path."
+    "Write benchmark results as JSON to `path` atomically (chapter 05's `write_atomically`), creating its folder; returns the path."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1) + "\n")
-    return path
+    return write_atomically(path, lambda tmp: tmp.write_text(json.dumps(results, indent=1) + "\n"))
 
 # %% ../nbs/12_harness.ipynb #de841201
 def html_table(head, rows) -> str:

@@ -23,6 +23,7 @@ from .scenes import describes
 from .embed import (ImageFiles, add_model_arguments, embed_images, embed_texts, load_model, model_sizes,
                             whole_number)
 from .zeroshot import scores
+from .models import write_atomically
 from .pipelines import read_utf8, to_float_tensor
 
 # %% ../nbs/09_retrieval.ipynb #31d0f676
@@ -201,5 +202,5 @@ def retrieval_main(argv: list[str] | None = None) -> int:
                 else read_csv(a.csv, a.images))
         result = retrieval_files(model, data, batch_size=a.batch_size)
     print(json.dumps(result))
-    if a.out: Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
+    if a.out: write_atomically(Path(a.out), lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))
     return 0

@@ -23,6 +23,7 @@ from .embed import (add_model_arguments, check_out_file, image_file, whole_numbe
                            model_kind, model_sizes, read_image)
 from .expmap import exp_map0
 from .lorentz import pairwise_inner
+from .models import write_atomically
 from .pipelines import eval_transform, read_utf8
 
 # %% ../nbs/08b_zeroshot.ipynb #b7480ccb
@@ -207,5 +208,5 @@ def zeroshot_main(argv: list[str] | None = None) -> int:
     else:
         result = zero_shot_folder(model, a.folder, classnames, templates, batch_size=a.batch_size)
     print(json.dumps({k: result[k] for k in ("top1", "top5", "mean_per_class", "n") if k in result}))
-    if out: out.write_text(json.dumps(result, indent=1) + "\n")
+    if out: write_atomically(out, lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))
     return 0
