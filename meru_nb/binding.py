@@ -117,7 +117,7 @@ def capacity_study(out="nbs/results/binding_capacity.json", text_steps=(300, 750
     contrast = [binding_in_contrast(**kwargs) for kwargs in contrast_runs]
     result = {"command": "make study-capacity", "environment": environment(), "runs": runs, "contrast": contrast}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(Path(out), lambda tmp: tmp.write_text(dump_json(result) + "\n"))
+    write_atomically(Path(out), dump_json(result) + "\n")
     return result
 
 def capacity_main(argv=None) -> int:

@@ -264,7 +264,7 @@ def restore_run_state(out_dir, model, optimizer, scheduler, scaler, device, lead
     set_rng_state(ckpt["rng"])
     if lead and log.exists():
         kept = [line for line, record in log_records(log) if record["step"] <= ckpt["step"]]
-        write_atomically(log, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
+        write_atomically(log, "".join(line + "\n" for line in kept))
     return ckpt["step"], ckpt["elapsed"]
 
 def remove_temporaries(out_dir: Path):

@@ -118,7 +118,7 @@ def compositional_run(kind: str, steps: int, seed: int, out_dir) -> dict:
         record = {"kind": kind, "steps": steps, "seed": seed, "train_seconds": seconds,
                   "two_object_zero_shot": two_object_zero_shot(model, seed=TEST_SEED + 7),
                   "boxes": box_metrics(model, seed=TEST_SEED + 6)}
-    write_atomically(done, lambda tmp: tmp.write_text(dump_json(record) + "\n"))
+    write_atomically(done, dump_json(record) + "\n")
     return record
 
 _ENTRY = "import sys; from meru_nb.compositional import main; sys.exit(main())"
@@ -151,7 +151,7 @@ def run_compositional_study(out: str = "nbs/results/hycoclip_study.json", work_d
               "differences": {f"{a} - {b}": differences(results[a], results[b]) for a, b in
                               (("hycoclip", "meru"), ("hycoclip", "clip"), ("meru", "clip")) if a in kinds and b in kinds}}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(Path(out), lambda tmp: tmp.write_text(dump_json(result) + "\n"))
+    write_atomically(Path(out), dump_json(result) + "\n")
     return result
 
 def main(argv=None) -> int:

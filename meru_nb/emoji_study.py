@@ -279,7 +279,7 @@ def run_emoji_study(data="data/emoji", out="nbs/results/emoji_study.json", work_
                              "walks": r["traversals"]["walks"], "walk_length": r["traversals"]["mean_length"]}
                          for m, r in measured.items()}}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(Path(out), lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))
+    write_atomically(Path(out), json.dumps(result, indent=1) + "\n")
     print("\n".join(_lines(rows, result["goals"])))
     return result
 

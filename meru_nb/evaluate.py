@@ -62,7 +62,7 @@ def read_results(path) -> dict:
 
 def write_results(results: dict, run_dir) -> Path:
     "`results` written to `run_dir`/results.json atomically, as chapter 07c writes a checkpoint (chapter 05's `write_atomically`)."
-    return write_atomically(Path(run_dir) / "results.json", lambda tmp: tmp.write_text(dump_json(results) + "\n"))
+    return write_atomically(Path(run_dir) / "results.json", dump_json(results) + "\n")
 
 def evaluate_run(run_dir, n_zero_shot: int = 600, n_retrieval: int = 500, n_probe: int = 600, n_hierarchy: int = 200,
                  seed: int = 1000, figures: bool = True, progress: bool = True, n_binding: int = 400) -> dict:

@@ -57,7 +57,7 @@ def finetune_run(variant: str, clip_run, steps: int, seed: int, out_dir, marks=F
     evaluate_run(out_dir, seed=1000, figures=False, progress=False)
     record = {"variant": variant, "steps": steps, "seed": seed, "seconds": seconds, "trace": trace,
               "config": dataclasses.asdict(cfg)}
-    write_atomically(done, lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n"))
+    write_atomically(done, json.dumps(record, indent=1) + "\n")
     return record
 
 # %% ../nbs/11d_finetune_study.ipynb #a082e5b9
@@ -85,7 +85,7 @@ def run_finetune_study(out: str = "nbs/results/finetune_study.json", work_dir: s
                               (("from_clip", "from_scratch"), ("from_clip", "clip"), ("from_clip", "meru_1500"),
                                ("from_clip_frozen", "from_scratch"))}}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(Path(out), lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))
+    write_atomically(Path(out), json.dumps(result, indent=1) + "\n")
     return result
 
 def main(argv=None) -> int:

@@ -194,7 +194,7 @@ def save_results(results: dict, path) -> Path:
     "Write benchmark results as JSON to `path` atomically (chapter 05's `write_atomically`), creating its folder; returns the path."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomically(path, lambda tmp: tmp.write_text(json.dumps(results, indent=1) + "\n"))
+    return write_atomically(path, json.dumps(results, indent=1) + "\n")
 
 # %% ../nbs/12_harness.ipynb #de841201
 def html_table(head, rows) -> str:

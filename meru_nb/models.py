@@ -339,11 +339,11 @@ def build_on_open_clip(kind: str, name: str, weights=None, **options) -> CLIPBas
 
 # %% ../nbs/05_models.ipynb #e7566b9d
 def write_atomically(path: str | os.PathLike, write) -> Path:
-    "`write(tmp)` into a temporary file beside `path`, then os.replace it over `path`: a crash or a full disk leaves the old file or the new one, never part of one."
+    "`write(tmp)` (or, for a string, the text `write`) into a temporary file beside `path`, then os.replace it over `path`: a crash or a full disk leaves the old file or the new one, never part of one."
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        write(tmp)
+        tmp.write_text(write) if isinstance(write, str) else write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -374,8 +374,7 @@ def save(model: CLIPBaseline, folder: str | os.PathLike) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     write_atomically(folder / "model.safetensors", lambda tmp: tmp.write_bytes(to_bytes(state)))  # bytes: the usual file mode
-    text = json.dumps({"format": MODEL_FORMAT, **config}, indent=2) + "\n"
-    write_atomically(folder / "config.json", lambda tmp: tmp.write_text(text))
+    write_atomically(folder / "config.json", json.dumps({"format": MODEL_FORMAT, **config}, indent=2) + "\n")
     return folder
 
 def load(folder: str | os.PathLike, device="cpu") -> CLIPBaseline:

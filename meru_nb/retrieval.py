@@ -202,5 +202,5 @@ def retrieval_main(argv: list[str] | None = None) -> int:
                 else read_csv(a.csv, a.images))
         result = retrieval_files(model, data, batch_size=a.batch_size)
     print(json.dumps(result))
-    if a.out: write_atomically(Path(a.out), lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))
+    if a.out: write_atomically(Path(a.out), json.dumps(result, indent=1) + "\n")
     return 0

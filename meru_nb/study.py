@@ -103,7 +103,7 @@ def study_run(entail_weight: float, seed: int, out_dir, steps: int = 1000, marks
     record = {"entail_weight": cfg.entail_weight, "seed": seed, "size": cfg.size, "steps": steps, "seconds": seconds,
               "trace": trace, "validation": {k: value_at(results, path) for k, path in METRICS.items()},
               "config": dataclasses.asdict(cfg)}
-    write_atomically(done, lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n"))
+    write_atomically(done, json.dumps(record, indent=1) + "\n")
     return record
 
 # %% ../nbs/11_study.ipynb #b3fcbcd6
@@ -157,7 +157,7 @@ def run_study(out: str = "nbs/results/lambda_study.json", work_dir: str = "runs/
     result = {"command": command, "environment": environment(), "wall_seconds": time.perf_counter() - tic,
               "workers": workers, "lambdas": list(lambdas), "seeds": list(seeds), "steps": steps, "start": start, "runs": runs}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(Path(out), lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))
+    write_atomically(Path(out), json.dumps(result, indent=1) + "\n")
     return result
 
 def main(argv=None) -> int:
@@ -237,7 +237,7 @@ def run_remedy_study(out: str = "nbs/results/remedy_study.json", work_dir: str =
               "workers": workers, "remedies": {name: ARMS[name] for name in (*remedies, *earlier)}, "seeds": list(seeds),
               "steps": steps, "runs": runs}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(Path(out), lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))
+    write_atomically(Path(out), json.dumps(result, indent=1) + "\n")
     return result
 
 # %% ../nbs/11_study.ipynb #8fba8e26
@@ -289,7 +289,7 @@ def steps_run(model: str, steps: int, seed: int, out_dir, **overrides) -> dict:
     record = {"model": model, "steps": steps, "seed": seed, "seconds": seconds,
               **({"pretrain": pre} if (pre := results["training"].get("pretrain")) else {}),   # the towers alone (in `seconds`)
               "validation": {k: value_at(results, path) for k, path in METRICS.items()}, "config": dataclasses.asdict(cfg)}
-    write_atomically(done, lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n"))
+    write_atomically(done, json.dumps(record, indent=1) + "\n")
     return record
 
 def run_steps_study(out: str = "nbs/results/steps_study.json", work_dir: str = "runs/steps",
@@ -312,5 +312,5 @@ def run_steps_study(out: str = "nbs/results/steps_study.json", work_dir: str = "
               "workers": workers, "steps": steps, "seeds": list(seeds),
               "arms": {arm: {"model": STEP_ARMS[arm][0], **STEP_ARMS[arm][1]} for arm in arms}, "runs": runs}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(Path(out), lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))
+    write_atomically(Path(out), json.dumps(result, indent=1) + "\n")
     return result

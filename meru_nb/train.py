@@ -229,8 +229,7 @@ def _finish(out_dir: Path, cfg: TrainConfig, device: torch.device, world_size: i
                "skipped": _skip_totals(records, at_load or ([0] * len(SKIP_REASONS), {}), examples or {})}
     if (pretrained := out_dir / "pretrain.json").is_file():        # the towers' runs alone before step 1
         summary["pretrain"] = json.loads(pretrained.read_text())
-    text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
-    write_atomically(out_dir / "summary.json", lambda tmp: tmp.write_text(text))
+    write_atomically(out_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     if (skipped := summary["skipped"])["total"]:
         warnings.warn(f"{skipped['total']} sample(s) skipped {skipped['by_reason']}: see 'skipped' in "
                       f"{str(out_dir / 'summary.json')!r}", SkippedSampleWarning, stacklevel=3)
@@ -277,11 +276,9 @@ def train(cfg: TrainConfig) -> nn.Module:
             remove_temporaries(out_dir)             # left by a writer killed mid-write; the lock says none is alive
             if not cfg.resume:
                 clear_run(out_dir)                  # check_out_dir let it through: empty, or overwrite asked for
-            text = json.dumps(dataclasses.asdict(cfg), indent=2) + "\n"
-            write_atomically(out_dir / "config.json", lambda tmp: tmp.write_text(text))
+            write_atomically(out_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
         if not start and (pretrained := pretrain_towers(model, cfg, device)) and lead:   # a fresh start; every rank, same towers
-            text = json.dumps(pretrained, indent=2) + "\n"
-            write_atomically(out_dir / "pretrain.json", lambda tmp: tmp.write_text(text))
+            write_atomically(out_dir / "pretrain.json", json.dumps(pretrained, indent=2) + "\n")
         return _run(cfg, run, out_dir, start, elapsed)
 
 def _run(cfg: TrainConfig, run: Run, out_dir: Path, start: int, elapsed: float):

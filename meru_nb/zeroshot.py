@@ -208,5 +208,5 @@ def zeroshot_main(argv: list[str] | None = None) -> int:
     else:
         result = zero_shot_folder(model, a.folder, classnames, templates, batch_size=a.batch_size)
     print(json.dumps({k: result[k] for k in ("top1", "top5", "mean_per_class", "n") if k in result}))
-    if out: write_atomically(out, lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))
+    if out: write_atomically(out, json.dumps(result, indent=1) + "\n")
     return 0
