@@ -4,13 +4,15 @@
 
 # %% auto #0
 __all__ = ['relevance', 'recall_at_k', 'chance_recall', 'retrieval', 'RetrievalSet', 'read_coco', 'read_karpathy', 'read_csv',
-           'squeeze_transform', 'retrieval_files', 'retrieval_builtin', 'retrieval_main']
+           'squeeze_transform', 'retrieval_files', 'RetrievalScenes', 'embed_retrieval', 'score_retrieval',
+           'retrieval_builtin', 'retrieval_main']
 
 # %% ../nbs/09_retrieval.ipynb #585b0ba2
 import argparse
 import csv
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -164,20 +166,48 @@ def retrieval_files(model, data: RetrievalSet, **kwargs) -> dict:
     return retrieval(model, ImageFiles(data.paths, squeeze_transform(model_sizes(model)[0])), data.captions, **kwargs)
 
 # %% ../nbs/09_retrieval.ipynb #d0a48409
-def retrieval_builtin(model, n: int = 500, image_size: int | None = None, seed: int = 2,
-                      ground_truth: str = "describes", ks=(1, 5, 10), **kwargs) -> dict:
-    "Recall@K on `n` built-in scenes with level-4 captions; `ground_truth` 'describes' (any true caption) or 'pair' (own caption)."
-    if ground_truth not in ("pair", "describes"):
-        raise ValueError(f"`ground_truth` must be 'pair' or 'describes', got {ground_truth!r}")
+@dataclass
+class RetrievalScenes:
+    "Held-out scenes and their level-4 captions, embedded, with which caption is true of which scene: what retrieval scores."
+    x_img: Tensor     # (N, d) the images embedded
+    y_txt: Tensor     # (N, d) each scene's own caption embedded
+    truth: Tensor     # (N, N) bool: caption j describes scene i (its own, on the diagonal, always)
+
+    def __repr__(self) -> str:
+        return f"RetrievalScenes({len(self.truth)} scenes and captions, {self.ambiguous():.0%} of the captions ambiguous)"
+
+    def ambiguous(self) -> float:
+        "The fraction of the captions true of more than one scene."
+        return (self.truth.sum(0) > 1).float().mean().item()
+
+def embed_retrieval(model, n: int = 500, image_size: int | None = None, seed: int = 2, batch_size: int = 256,
+                    device=None, progress: bool = False) -> RetrievalScenes:
+    "`n` built-in scenes of `seed` with one level-4 caption each, embedded by `model`, and the exact ground truth."
     data = HierarchicalScenes(n, image_size or model_sizes(model)[0], seed, level_probs=(0, 0, 0, 0, 1))
     notes = [data.annotation(i) for i in range(n)]
     truth = torch.tensor([[describes(cap, scene) for _, cap, _ in notes] for scene, _, _ in notes])
     assert truth.diagonal().all(), "a caption must describe its own scene"
     images = torch.stack([data[i][0] for i in range(n)])
-    result = retrieval(model, images, [[text] for _, _, text in notes], ks, relevant=truth if ground_truth == "describes" else None, **kwargs)
-    relevant = truth if ground_truth == "describes" else relevance(range(n), n)
-    return {**result, "ground_truth": ground_truth, "ambiguous": (truth.sum(0) > 1).float().mean().item(),
+    return RetrievalScenes(embed_images(model, images, batch_size, device, progress),
+                           embed_texts(model, [text for _, _, text in notes], batch_size, device, progress), truth)
+
+# %% ../nbs/09_retrieval.ipynb #416b4c3f
+def score_retrieval(model, held: RetrievalScenes, ground_truth: str = "describes", ks=(1, 5, 10), hits: bool = False) -> dict:
+    "Recall@K both ways on `held`; `ground_truth` 'describes' (any true caption) or 'pair' (own caption); `hits`: per query too."
+    if ground_truth not in ("pair", "describes"):
+        raise ValueError(f"`ground_truth` must be 'pair' or 'describes', got {ground_truth!r}")
+    n = len(held.truth)
+    relevant = held.truth if ground_truth == "describes" else relevance(range(n), n)
+    result = recall_at_k(scores(model, held.x_img, held.y_txt), relevant, ks, hits)
+    return {**result, "n_images": n, "n_texts": n, "ground_truth": ground_truth, "ambiguous": held.ambiguous(),
             "chance": chance_recall(relevant, ks)}
+
+def retrieval_builtin(model, n: int = 500, image_size: int | None = None, seed: int = 2,
+                      ground_truth: str = "describes", ks=(1, 5, 10), hits: bool = False, **kwargs) -> dict:
+    "Recall@K on `n` built-in scenes with level-4 captions; `ground_truth` 'describes' (any true caption) or 'pair' (own caption)."
+    if ground_truth not in ("pair", "describes"):                 # before the embedding, not after it
+        raise ValueError(f"`ground_truth` must be 'pair' or 'describes', got {ground_truth!r}")
+    return score_retrieval(model, embed_retrieval(model, n, image_size, seed, **kwargs), ground_truth, ks, hits)
 
 # %% ../nbs/09_retrieval.ipynb #22d54634
 def retrieval_main(argv: list[str] | None = None) -> int:

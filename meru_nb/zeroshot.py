@@ -5,12 +5,14 @@
 # %% auto #0
 __all__ = ['IMAGENET_TEMPLATES', 'BUILTIN_TEMPLATES', 'TEMPLATES', 'class_embeddings', 'scores', 'classification_metrics',
            'builtin_classes', 'zero_shot', 'image_folder', 'check_classnames', 'folder_classnames', 'zero_shot_folder',
-           'zero_shot_builtin', 'confusion_matrix', 'plot_confusion', 'zeroshot_main']
+           'ZeroShotScenes', 'embed_zero_shot', 'score_zero_shot', 'zero_shot_builtin', 'confusion_matrix',
+           'plot_confusion', 'zeroshot_main']
 
 # %% ../nbs/08b_zeroshot.ipynb #7ad83d5d
 import argparse
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -134,14 +136,43 @@ def zero_shot_folder(model, root, classnames=None, templates=IMAGENET_TEMPLATES,
     return zero_shot(model, data, folder_classnames(data.classes, classnames), templates, **kwargs)
 
 # %% ../nbs/08b_zeroshot.ipynb #d05fb558
+@dataclass
+class ZeroShotScenes:
+    "Held-out one-object scenes embedded with their true classes, and the classes embedded: what zero-shot scores."
+    x_img: Tensor        # (N, d) the images embedded
+    labels: Tensor       # (N,) each image's class, an index into `classnames`
+    y_cls: Tensor        # (C, d) each class embedded from its prompt ensemble (`class_embeddings`)
+    classnames: list     # the names in the prompts: "a circle", ...
+    leaves: list         # the taxonomy's names of the same classes: "circle", ...
+    templates: list      # the prompt ensemble
+    attribute: str       # what is classified: 'shape' or 'colour'
+
+    def __repr__(self) -> str:
+        return f"ZeroShotScenes({len(self.labels)} scenes, {len(self.leaves)} {self.attribute} classes)"
+
+def embed_zero_shot(model, n: int = 600, image_size: int | None = None, seed: int = 1, attribute: str = "shape",
+                    templates: list[str] | None = None, batch_size: int = 256, device=None, progress: bool = False,
+                    num_workers: int = 0) -> ZeroShotScenes:
+    "`n` single-object built-in scenes of `seed` and the taxonomy's leaf shapes (or colours), embedded by `model`."
+    leaves, names = builtin_classes(attribute)
+    templates = list(templates or BUILTIN_TEMPLATES)
+    data = HierarchicalScenes(n, image_size or model_sizes(model)[0], seed, max_objects=1)
+    labels = torch.tensor([leaves.index(getattr(data.annotation(i)[0].objects[0], attribute)) for i in range(n)])
+    y_cls = class_embeddings(model, names, templates, batch_size, device, progress)
+    x_img = embed_images(model, data, batch_size, device, progress, num_workers=num_workers)
+    return ZeroShotScenes(x_img, labels, y_cls, names, leaves, templates, attribute)
+
+# %% ../nbs/08b_zeroshot.ipynb #7f18d541
+def score_zero_shot(model, held: ZeroShotScenes) -> dict:
+    "`classification_metrics` of the scenes in `held` against its classes, with the names, templates and leaves."
+    out = classification_metrics(scores(model, held.x_img, held.y_cls), held.labels, held.classnames)
+    return {**out, "classnames": held.classnames, "templates": held.templates, "leaves": held.leaves,
+            "attribute": held.attribute}
+
 def zero_shot_builtin(model, n: int = 600, image_size: int | None = None, seed: int = 1, attribute: str = "shape",
                       templates: list[str] | None = None, **kwargs) -> dict:
     "Zero-shot shape (or colour) classification of `n` single-object built-in scenes among the taxonomy's leaves."
-    leaves, names = builtin_classes(attribute)
-    data = HierarchicalScenes(n, image_size or model_sizes(model)[0], seed, max_objects=1)
-    labels = torch.tensor([leaves.index(getattr(data.annotation(i)[0].objects[0], attribute)) for i in range(n)])
-    result = zero_shot(model, data, names, templates or BUILTIN_TEMPLATES, labels=labels, **kwargs)
-    return {**result, "leaves": leaves, "attribute": attribute}   # leaves: the taxonomy's names of the classes
+    return score_zero_shot(model, embed_zero_shot(model, n, image_size, seed, attribute, templates, **kwargs))
 
 # %% ../nbs/08b_zeroshot.ipynb #4853deac
 def confusion_matrix(pred, target, n_classes: int) -> Tensor:
