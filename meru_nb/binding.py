@@ -71,12 +71,12 @@ def _wins(true: Tensor, swapped: Tensor) -> list:
 @dataclass
 class BindingScenes:
     "Held-out two-object scenes embedded, with each swap's true and swapped captions and the full caption: what binding scores."
-    scenes: list          # the drawn scenes (chapter 06's `Scene`)
-    seed: int             # the seed they were drawn from
-    x_img: Tensor         # (N, d) the images embedded
-    y_full: Tensor        # (N, d) each scene's full caption embedded, the same for every swap
-    y_true: dict          # swap -> (N, d): the true captions of that swap embedded
-    y_swapped: dict       # swap -> (N, d): the same words with the attribute exchanged, embedded
+    scenes: list        # the drawn scenes (chapter 06's `Scene`)
+    seed: int           # the seed they were drawn from
+    x_img: Tensor       # (N, d) the images embedded
+    y_full: Tensor      # (N, d) each full caption, the same for every swap
+    y_true: dict        # swap -> (N, d): its true captions embedded
+    y_swapped: dict     # swap -> (N, d): the same, the attribute exchanged
 
     def __repr__(self) -> str:
         return f"BindingScenes({len(self.scenes)} scenes of seed {self.seed}, swaps {list(self.y_true)})"

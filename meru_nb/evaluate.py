@@ -67,20 +67,21 @@ def write_results(results: dict, run_dir) -> Path:
     return write_atomically(Path(run_dir) / "results.json", dump_json(results) + "\n")
 
 # %% ../nbs/10c_evaluate.ipynb #2e998c67
-SEED_OFFSETS = {"zero_shot_shape": 0, "zero_shot_colour": 1, "retrieval": 2, "probe": 3, "hierarchy": 5, "binding": 6}
-# the probe's test scenes take seed + 4: `embed_probe` draws them from its own seed + 1
+SEED_OFFSETS = {"zero_shot_shape": 0, "zero_shot_colour": 1, "retrieval": 2,
+                "probe": 3, "hierarchy": 5, "binding": 6}
+# the probe's test scenes take seed + 4 (`embed_probe`: its seed + 1)
 
 @dataclass
 class HeldOut:
     "The held-out populations of one evaluation, each drawn from its own seed and embedded once by the model evaluated."
-    seed: int                            # the first seed; each population's is `seed + SEED_OFFSETS[its name]`
-    zero_shot_shape: ZeroShotScenes      # chapter 08b: one-object scenes, and the leaf shapes embedded
-    zero_shot_colour: ZeroShotScenes     # the same protocol on other scenes, and the leaf colours
-    retrieval: RetrievalScenes           # chapter 09: scenes with their most specific captions
-    probe: ProbeScenes                   # chapter 10: image-tower features of a training and a test set
-    hierarchy: EmbeddedScenes            # chapter 10b: scenes with one caption each, of any level
-    binding: BindingScenes               # chapter 10a: two-object scenes with true and swapped captions
-    seconds: dict                        # how long each population took to draw and embed
+    seed: int                         # the first; the others: SEED_OFFSETS
+    zero_shot_shape: ZeroShotScenes   # 08b: one-object scenes, leaf shapes
+    zero_shot_colour: ZeroShotScenes  # 08b: other scenes, leaf colours
+    retrieval: RetrievalScenes        # 09: scenes, most specific captions
+    probe: ProbeScenes                # 10: tower features, train and test
+    hierarchy: EmbeddedScenes         # 10b: scenes, captions of any level
+    binding: BindingScenes            # 10a: two objects, swapped captions
+    seconds: dict                     # each one's time to draw and embed
 
     def __repr__(self) -> str:
         parts = "".join(f"\n  {f.name}: {getattr(self, f.name)!r}" for f in fields(self)[1:-1])
@@ -161,8 +162,8 @@ def evaluate_run(run_dir, n_zero_shot: int = 600, n_retrieval: int = 500, n_prob
     if figures:
         import matplotlib.pyplot as plt
         with torch.inference_mode():
-            figs = hierarchy_figures(model, n_hierarchy, seed=seed + SEED_OFFSETS["hierarchy"], out_dir=run_dir / "figures",
-                                     name=kind, scenes=held.hierarchy)
+            figs = hierarchy_figures(model, n_hierarchy, seed=seed + SEED_OFFSETS["hierarchy"],
+                                     out_dir=run_dir / "figures", name=kind, scenes=held.hierarchy)
         for fig in figs.values():
             plt.close(fig)
     return results

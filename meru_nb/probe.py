@@ -90,12 +90,12 @@ def linear_probe(train_feats, train_labels, test_feats, test_labels, val_fractio
 @dataclass
 class ProbeScenes:
     "Image-tower features of two held-out sets of one-object scenes, with their classes: what the probe fits and tests."
-    x_train: Tensor      # (N, width) features of the scenes that train the probe
-    y_train: list        # their classes, indices into `classnames`
-    x_test: Tensor       # (M, width) features of the scenes of another seed that test it
+    x_train: Tensor     # (N, width) features, to fit the probe
+    y_train: list       # their classes, indices into `classnames`
+    x_test: Tensor      # (M, width) features of another seed, to test it
     y_test: list
-    classnames: list     # the taxonomy's leaf shapes (or colours)
-    seed: int            # the training scenes' seed; the probe's validation split and fits use it too
+    classnames: list    # the taxonomy's leaf shapes (or colours)
+    seed: int           # the training scenes' seed, which the fits use too
 
     def __repr__(self) -> str:
         return f"ProbeScenes({len(self.y_train)} + {len(self.y_test)} scenes, features of {self.x_train.shape[-1]})"

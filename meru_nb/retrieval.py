@@ -171,7 +171,7 @@ class RetrievalScenes:
     "Held-out scenes and their level-4 captions, embedded, with which caption is true of which scene: what retrieval scores."
     x_img: Tensor     # (N, d) the images embedded
     y_txt: Tensor     # (N, d) each scene's own caption embedded
-    truth: Tensor     # (N, N) bool: caption j describes scene i (its own, on the diagonal, always)
+    truth: Tensor     # (N, N) bool: caption j is true of scene i
 
     def __repr__(self) -> str:
         return f"RetrievalScenes({len(self.truth)} scenes and captions, {self.ambiguous():.0%} of the captions ambiguous)"

@@ -139,13 +139,13 @@ def zero_shot_folder(model, root, classnames=None, templates=IMAGENET_TEMPLATES,
 @dataclass
 class ZeroShotScenes:
     "Held-out one-object scenes embedded with their true classes, and the classes embedded: what zero-shot scores."
-    x_img: Tensor        # (N, d) the images embedded
-    labels: Tensor       # (N,) each image's class, an index into `classnames`
-    y_cls: Tensor        # (C, d) each class embedded from its prompt ensemble (`class_embeddings`)
-    classnames: list     # the names in the prompts: "a circle", ...
-    leaves: list         # the taxonomy's names of the same classes: "circle", ...
-    templates: list      # the prompt ensemble
-    attribute: str       # what is classified: 'shape' or 'colour'
+    x_img: Tensor       # (N, d) the images embedded
+    labels: Tensor      # (N,) each image's class, an index into the names
+    y_cls: Tensor       # (C, d) the classes embedded (`class_embeddings`)
+    classnames: list    # the names in the prompts: "a circle", ...
+    leaves: list        # the taxonomy's names of them: "circle", ...
+    templates: list     # the prompt ensemble
+    attribute: str      # what is classified: 'shape' or 'colour'
 
     def __repr__(self) -> str:
         return f"ZeroShotScenes({len(self.labels)} scenes, {len(self.leaves)} {self.attribute} classes)"
