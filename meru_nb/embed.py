@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from .distributed import resolve_device
 from .encoders import tokenize
 from .lorentz import dist0
-from .models import import_reference, load, model_kinds
+from .models import import_reference, load, model_kinds, write_atomically
 from .pipelines import IMAGE_EXTENSIONS, SkippedSampleWarning, decode_image, eval_transform, read_utf8
 
 # %% ../nbs/08_embed.ipynb #2769795d
@@ -258,11 +258,16 @@ def write_embeddings(path: str | os.PathLike, emb: Tensor, distances: Tensor | N
     arrays = {"embeddings": emb.contiguous()} | ({"dist0": distances.contiguous()} if distances is not None else {})
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
-        save_file(arrays, str(path), metadata={"names": json.dumps(names), **{k: str(v) for k, v in meta.items()}})
+        metadata = {"names": json.dumps(names), **{k: str(v) for k, v in meta.items()}}
+        write_atomically(path, lambda tmp: save_file(arrays, str(tmp), metadata=metadata))
     elif path.suffix == ".npy":
-        np.save(path, emb.numpy())
-        if distances is not None: np.save(path.with_name(path.stem + "_dist0.npy"), distances.numpy())
-        path.with_name(path.stem + "_names.json").write_text(json.dumps({"names": names, **meta}, indent=1) + "\n")
+        def npy(array):                # np.save to an open file: given a name, it would add ".npy" to the temporary's
+            def write(tmp):
+                with open(tmp, "wb") as f: np.save(f, array)
+            return write
+        write_atomically(path, npy(emb.numpy()))
+        if distances is not None: write_atomically(path.with_name(path.stem + "_dist0.npy"), npy(distances.numpy()))
+        write_atomically(path.with_name(path.stem + "_names.json"), json.dumps({"names": names, **meta}, indent=1) + "\n")
     else:
         raise ValueError(f"output {str(path)!r} must end in .safetensors or .npy")
     return path

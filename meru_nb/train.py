@@ -214,7 +214,7 @@ def _finish(out_dir: Path, cfg: TrainConfig, device: torch.device, world_size: i
     import matplotlib.pyplot as plt
     records = read_log(out_dir)
     axes = plot_log(records)
-    axes[0].figure.savefig(out_dir / "curves.png", dpi=120)
+    write_atomically(out_dir / "curves.png", lambda tmp: axes[0].figure.savefig(tmp, dpi=120, format="png"))
     plt.close(axes[0].figure)
     rates = [r["samples_per_s"] for r in records[1:]] or [r["samples_per_s"] for r in records]
     memory = [r.get("max_memory_mb", r.get("max_rss_mb", 0.0)) for r in records]
